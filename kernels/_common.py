@@ -1,0 +1,73 @@
+"""Shared launch plumbing: mode, block sizes, dtype names, and the AOT spec record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import triton
+
+from tinydl import _runtime
+
+INTERPRET: bool = _runtime.INTERPRET
+
+# The interpreter runs each program instance as numpy ops on whole blocks, so its cost is per
+# program, not per element: elementwise kernels get one huge block there, 1024 lanes on a GPU.
+ELEMENTWISE_BLOCK = 1 << 16 if INTERPRET else 1024
+
+_TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
+             torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.bool: "i1"}
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(1, int(n)))
+
+
+def tl_name(dtype: torch.dtype) -> str:
+    """Triton's name for a torch dtype, as used in AOT signatures (``*fp32`` etc.)."""
+    return _TL_NAMES[dtype]
+
+
+def elementwise_grid(n: int, block: int = ELEMENTWISE_BLOCK):
+    return (triton.cdiv(n, block),)
+
+
+def low_precision_dot_upcast(dtype: torch.dtype) -> bool:
+    """The interpreter's ``tl.dot`` on bf16 returns garbage: upcast tiles to fp32 there."""
+    return INTERPRET and dtype != torch.float32
+
+
+@dataclass
+class AotSpec:
+    """One kernel configuration the GPU may launch, for the ahead-of-time compile check."""
+
+    name: str
+    kernel: Any
+    signature: dict[str, str]
+    constexprs: dict[str, Any] = field(default_factory=dict)
+    num_warps: int = 4
+    num_stages: int = 3
+    #: configurations a launcher picks on an H100 must not spill registers
+    h100: bool = True
+    #: SM versions to compile for; a variant that only changes a constexpr need not do both
+    archs: tuple[int, ...] = (90, 80)
+
+
+#: the most shared memory one program may use per SM version (bytes, opt-in maximum)
+SHARED_LIMIT = {80: 166912, 90: 232448}
+
+
+def signature(kernel, types: dict[str, str], constexprs: dict[str, Any]) -> dict[str, str]:
+    """Full AOT signature for ``kernel``: every argument typed, constexprs marked as such."""
+    names = kernel.arg_names
+    sig = {}
+    for n in names:
+        if n in constexprs:
+            sig[n] = "constexpr"
+        elif n in types:
+            sig[n] = types[n]
+        else:
+            raise KeyError(f"{kernel.__name__}: no AOT type for argument {n!r}")
+    return sig

@@ -1,0 +1,3 @@
+from tinydl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""tinydl.data: datasets and the DataLoader."""
