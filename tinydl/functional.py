@@ -9,49 +9,11 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from tinydl.autograd import Function, Tensor
 from tinydl.kernels import elementwise as _ew
 from tinydl.kernels import linear as _lin
-from tinydl.kernels._common import FLOAT_DTYPES
-from tinydl.kernels.activations import ACTIVATIONS, activation_code, saves_input
-
-# ------------------------------------------------------------------------------------------------
-# Validation helpers, shared by every op
-# ------------------------------------------------------------------------------------------------
-
-
-def as_tensor(x, name: str) -> Tensor:
-    """Accept a tinydl Tensor (or a bare torch tensor, treated as a constant)."""
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, torch.Tensor):
-        return Tensor(x)
-    raise TypeError(f"{name} must be a tinydl.Tensor, got {type(x).__name__}")
-
-
-def check_float(op: str, **tensors: Tensor | None) -> None:
-    """All given tensors: a float dtype tinydl computes in, one dtype, one device."""
-    first = None
-    for name, t in tensors.items():
-        if t is None:
-            continue
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{op}: {name} has dtype {t.dtype}; supported: float32, float16, bfloat16")
-        if first is None:
-            first = (name, t)
-            continue
-        fname, f = first
-        if t.dtype != f.dtype:
-            raise TypeError(f"{op}: {name} is {t.dtype} but {fname} is {f.dtype}; use one dtype")
-        if t.device != f.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but {fname} is on {f.device}")
-
-
-def check_activation(activation: str) -> None:
-    activation_code(activation)  # raises ValueError naming the valid ones
-
+from tinydl.kernels.activations import ACTIVATIONS, saves_input
+from tinydl.ops._validate import as_tensor, check_activation, check_float  # noqa: F401 (used by modules)
 
 # ------------------------------------------------------------------------------------------------
 # Linear (+ fused activation)
@@ -170,3 +132,14 @@ def silu(x) -> Tensor:
 
 
 __all__ = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "silu", "ACTIVATIONS"]
+
+# The other op families live in tinydl/ops/ (one file each) and are re-exported here, so that
+# ``from tinydl import functional as F`` is the one public namespace.
+from tinydl.ops import conv as _conv  # noqa: E402
+from tinydl.ops import elementwise as _elementwise  # noqa: E402
+from tinydl.ops import loss as _loss  # noqa: E402
+from tinydl.ops.conv import *  # noqa: E402, F401, F403
+from tinydl.ops.elementwise import *  # noqa: E402, F401, F403
+from tinydl.ops.loss import *  # noqa: E402, F401, F403
+
+__all__ += _conv.__all__ + _elementwise.__all__ + _loss.__all__

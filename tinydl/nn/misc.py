@@ -1,0 +1,3 @@
+"""nn modules: misc."""
+
+__all__: list[str] = []

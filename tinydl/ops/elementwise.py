@@ -1,0 +1,3 @@
+"""elementwise ops (see tinydl/ops/__init__.py)."""
+
+__all__: list[str] = []
