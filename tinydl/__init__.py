@@ -9,6 +9,7 @@ from . import _runtime  # noqa: F401, I001
 from ._runtime import device, get_float32_matmul_precision, manual_seed, set_float32_matmul_precision
 from .autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from . import functional, nn, optim
+from .serialization import load, save  # noqa: F401 (td.save / td.load)
 
 __version__ = "0.1.0"
 

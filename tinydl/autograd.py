@@ -200,6 +200,79 @@ class Tensor:
         body = repr(self.data).replace("tensor(", "", 1)[:-1] if self.data.numel() else str(list(self.shape))
         return f"tinydl.Tensor({body}{extra})"
 
+    # --- arithmetic, reductions and views (tinydl.ops.elementwise; differentiable) --------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().div(other, self)
+
+    def __neg__(self):
+        return _ops().neg(self)
+
+    def sum(self, dim=None, keepdim: bool = False) -> Tensor:
+        return _ops().sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim: bool = False) -> Tensor:
+        return _ops().mean(self, dim, keepdim)
+
+    def reshape(self, *shape) -> Tensor:
+        return _ops().reshape(self, _ops()._shape_arg(shape))
+
+    def view(self, *shape) -> Tensor:
+        return _ops().view(self, _ops()._shape_arg(shape))
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return _ops().flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return _ops().transpose(self, dim0, dim1)
+
+    def permute(self, *dims) -> Tensor:
+        return _ops().permute(self, _ops()._shape_arg(dims))
+
+    def t(self) -> Tensor:
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
+        return self if self.ndim < 2 else self.transpose(0, 1)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 (PyTorch's name)
+        return self.permute(*reversed(range(self.ndim)))
+
+    def relu(self) -> Tensor:
+        from tinydl import functional
+
+        return functional.relu(self)
+
+    def sigmoid(self) -> Tensor:
+        from tinydl import functional
+
+        return functional.sigmoid(self)
+
+    def tanh(self) -> Tensor:
+        from tinydl import functional
+
+        return functional.tanh(self)
+
     # --- autograd ------------------------------------------------------------------------------
     def backward(self, grad: torch.Tensor | Tensor | None = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad`` that requires it.
@@ -223,6 +296,13 @@ class Tensor:
                 raise RuntimeError(f"grad is {grad.dtype} on {grad.device}, the tensor is {self.dtype} "
                                    f"on {self.device}")
         _run_backward(self, grad, retain_graph)
+
+
+def _ops():
+    """tinydl.ops.elementwise, imported on first use (it imports this module)."""
+    from tinydl.ops import elementwise
+
+    return elementwise
 
 
 def _topo_order(root: Tensor) -> list[Tensor]:

@@ -1,6 +1,7 @@
 """tinydl.nn: modules with PyTorch's names, layouts and initialisation."""
 
 from . import conv as _conv
+from . import init, utils  # noqa: F401 (tinydl.nn.init, tinydl.nn.utils)
 from . import loss as _loss
 from . import misc as _misc
 from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
