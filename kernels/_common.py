@@ -14,7 +14,7 @@ INTERPRET: bool = _runtime.INTERPRET
 
 # The interpreter runs each program instance as numpy ops on whole blocks, so its cost is per
 # program, not per element: elementwise kernels get one huge block there, 1024 lanes on a GPU.
-ELEMENTWISE_BLOCK = 1 << 16 if INTERPRET else 1024
+ELEMENTWISE_BLOCK = 1 << 18 if INTERPRET else 1024
 
 _TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
              torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.bool: "i1"}

@@ -170,7 +170,7 @@ def linear_bwd_dw_kernel(
 #
 # GPU: (BLOCK_a, BLOCK_b, BLOCK_loop, GROUP, num_warps, num_stages), chosen by a small heuristic
 # per problem size and dtype (the same table is what the AOT test compiles for sm_80/sm_90).
-# Interpreter: one program per up-to-128x128 output tile and the longest loop chunk we can, since
+# Interpreter: one program per up-to-256x1024 output tile and the longest loop chunk we can, since
 # each program instance costs interpreter time while the numpy dot inside it is cheap.
 # ----------------------------------------------------------------------------------------------
 
@@ -198,8 +198,11 @@ def _gpu_config(a: int, b: int, dtype: torch.dtype):
 
 
 def _interp_config(a: int, b: int, loop: int):
-    return (min(128, max(16, next_pow2(a))), min(128, max(16, next_pow2(b))),
-            min(256, max(16, next_pow2(loop))), 8, 1, 1)
+    # As few programs as possible: an output tile up to 256 x 1024 (numpy does the work inside one
+    # program; what costs is the Python executing each program's ~30 Triton ops).
+    ta = min(256, max(16, next_pow2(a)))
+    tb = min(1024, max(16, next_pow2(b)))
+    return ta, tb, min(1024, max(16, next_pow2(loop))), 8, 1, 1
 
 
 def _config(a: int, b: int, loop: int, dtype: torch.dtype):

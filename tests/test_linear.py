@@ -40,9 +40,10 @@ def test_every_activation(act):
     check_op(td_linear(act), ref_linear(act), [x, w, b])
 
 
-# sizes: 1, interpreter/GPU block sizes +-1 (16, 32, 64, 128) and primes
+# sizes: 1, block sizes +-1 (GPU 32, 64, 128, 256; interpreter up to 256 x 1024) and primes
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 7, 3), (15, 17, 16), (33, 31, 63), (65, 129, 127),
-                                   (127, 257, 129), (13, 300, 1), (129, 5, 257)])
+                                   (127, 257, 129), (13, 300, 1), (129, 5, 257), (257, 1025, 33),
+                                   (300, 17, 1025)])
 def test_sizes(M, K, N):
     x, w, b = torch.randn(M, K), torch.randn(N, K) / K**0.5, torch.randn(N)
     check_op(td_linear("gelu"), ref_linear("gelu"), [x, w, b])
