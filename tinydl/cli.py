@@ -136,9 +136,7 @@ def _int(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tinydl.train import MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
-
-    from tinydl.train import TrainConfig
+    from tinydl.train import MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="tinydl", description="Train and run small networks on fused Triton kernels.")

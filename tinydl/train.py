@@ -73,6 +73,10 @@ class TrainConfig:
                 raise UsageError(msg)
         if self.cuda_graph and _runtime.device() != "cuda":
             raise UsageError("--cuda-graph needs a CUDA GPU (this run is on the CPU interpreter)")
+        if self.cuda_graph and (self.optimizer != "sgd" or self.schedule != "none"):
+            # a graph freezes host scalars: Adam's step count (bias correction) and a scheduled lr
+            raise UsageError("--cuda-graph supports --optimizer sgd --schedule none only: Adam's step count "
+                             "and a scheduled lr live on the host and would be frozen in the graph")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -233,10 +237,26 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, as
         "model": f"{cfg.model} ({n_params:,} parameters)",
         "data": f"{cfg.dataset}: {len(train_set):,} train / {len(test_set):,} test",
         "optimizer": f"{cfg.optimizer} lr={cfg.lr:g} wd={cfg.weight_decay:g} schedule={cfg.schedule}",
-        "batch / epochs": f"{cfg.batch_size} / {cfg.epochs}" + (f" (max {cfg.max_steps} steps)" if cfg.max_steps else ""),
+        "batch / epochs": f"{cfg.batch_size} / {cfg.epochs}"
+                          + (f" (max {cfg.max_steps} steps)" if cfg.max_steps else ""),
         "device": f"{_runtime.device()} ({_runtime.mode()} Triton kernels), {cfg.precision}",
         "output": str(out) + (f" (resumed from {resume} at step {step})" if resume else ""),
     })
+
+    def train_step(x, y):
+        loss = F.cross_entropy(model(td.Tensor(x.data.to(dtype))), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    step_fn = train_step
+    if cfg.cuda_graph:  # replay the whole step as one CUDA graph (static shapes: drop the last batch)
+        from tinydl.cuda_graph import CudaGraphStep
+
+        train_loader.drop_last = True
+        x0, y0 = next(iter(train_loader))
+        step_fn = CudaGraphStep(train_step, (x0, y0))
 
     step_times: list[float] = []
     t_run = time.perf_counter()
@@ -250,17 +270,14 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, as
             batches_done = skip
             for x, y in train_loader:
                 t0 = time.perf_counter()
-                logits = model(td.Tensor(x.data.to(dtype)))
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad()
-                loss.backward()
+                loss = step_fn(x, y)
                 lv = loss.item()
                 if not math.isfinite(lv):
                     display.stop_progress()
+                    kept = last_path if last_path.exists() else "none yet"
                     display.error(f"loss became {lv} at step {step + 1} (epoch {epoch + 1}); stopping. "
-                                  f"The last good checkpoint is kept: {last_path if last_path.exists() else 'none yet'}")
+                                  f"The last good checkpoint is kept: {kept}")
                     return 1
-                opt.step()
                 step += 1
                 batches_done += 1
                 step_times.append(time.perf_counter() - t0)

@@ -1,0 +1,172 @@
+"""The CLI end to end on tiny IDX data: train (files, resume, Ctrl-C, NaN stop), eval, predict, errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import tinydl.train as train_mod
+from tinydl.cli import main
+from tinydl.serialization import load
+
+from .test_data import write_idx_set
+
+TINY = ["--dataset", "mnist", "--no-progress", "-b", "4", "--lr", "0.01"]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    write_idx_set(tmp_path / "data" / "mnist", n_train=12, n_test=6)
+    return tmp_path / "data"
+
+
+def run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def params(path):
+    return {k: v for k, v in load(path)["model"].items()}
+
+
+def test_info(capsys):
+    code, out = run(["info"], capsys)
+    assert code == 0 and "interpreter" in out and "triton" in out
+
+
+def test_train_writes_everything(tmp_path, data_dir, capsys):
+    out_dir = tmp_path / "run"
+    code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir)], capsys)
+    assert code == 0, out
+    assert {"config.json", "metrics.csv", "last.safetensors", "best.safetensors", "curves.png"} <= {
+        p.name for p in out_dir.iterdir()}
+    rows = list(csv.DictReader((out_dir / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["step"] == "6"
+    assert 0.0 <= float(rows[-1]["test_acc"]) <= 1.0
+    cfg = json.loads((out_dir / "config.json").read_text())
+    assert cfg["model"] == "lenet5" and cfg["batch_size"] == 4
+    for word in ("lenet5", "interpreter", "12 train / 6 test", "epoch=1", "epoch=2", "best test accuracy",
+                 "mean step time", "checkpoint"):
+        assert word in out, word
+    assert (out_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_max_steps_then_resume_is_bit_identical(tmp_path, data_dir, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    common = ["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--model", "mlp"]
+    assert run([*common, "--out-dir", str(full)], capsys)[0] == 0
+    # stop mid-epoch 1 (3 batches per epoch), then resume and finish
+    code, out = run([*common, "--out-dir", str(part), "--max-steps", "2"], capsys)
+    assert code == 0 and "max-steps" in out
+    code, out = run([*common, "--out-dir", str(part), "--resume", str(part / "last.safetensors")], capsys)
+    assert code == 0, out
+    a, b = params(full / "last.safetensors"), params(part / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows_full = list(csv.DictReader((full / "metrics.csv").open()))
+    rows_part = list(csv.DictReader((part / "metrics.csv").open()))
+    for rf, rp in zip(rows_full, rows_part, strict=True):
+        assert rf["train_loss"] == rp["train_loss"] and rf["test_acc"] == rp["test_acc"]
+
+
+def test_sigint_saves_checkpoint_and_resumes(tmp_path, data_dir, capsys, monkeypatch):
+    out_dir = tmp_path / "run"
+    real_ce, calls = train_mod.F.cross_entropy, []
+
+    def ce_then_interrupt(logits, y, **kw):
+        calls.append(1)
+        if len(calls) == 2 and not kw:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during step 2
+        return real_ce(logits, y, **kw)
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", ce_then_interrupt)
+    code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir)], capsys)
+    assert code == 130 and "SIGINT" in out and "--resume" in out
+    state = load(out_dir / "last.safetensors")
+    assert state["step"] == 2
+    monkeypatch.setattr(train_mod.F, "cross_entropy", real_ce)
+    code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir),
+                     "--resume", str(out_dir / "last.safetensors")], capsys)
+    assert code == 0 and load(out_dir / "last.safetensors")["step"] == 6
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, data_dir, capsys, monkeypatch):
+    out_dir = tmp_path / "run"
+    real_ce, calls = train_mod.F.cross_entropy, []
+
+    def ce_nan(logits, y, **kw):
+        loss = real_ce(logits, y, **kw)
+        if not kw:
+            calls.append(1)
+            if len(calls) == 5:  # step 5 = epoch 2, batch 2
+                loss.data.fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", ce_nan)
+    code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "3", "--out-dir", str(out_dir)], capsys)
+    assert code == 1 and "step 5" in out and "nan" in out
+    assert load(out_dir / "last.safetensors")["step"] == 3  # the end-of-epoch-1 checkpoint survives
+
+
+def test_eval_and_predict(tmp_path, data_dir, capsys):
+    out_dir = tmp_path / "run"
+    assert run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "1", "--out-dir", str(out_dir)],
+               capsys)[0] == 0
+    ckpt = str(out_dir / "best.safetensors")
+    code, out = run(["eval", "--checkpoint", ckpt, "--data-dir", str(data_dir)], capsys)
+    assert code == 0 and "accuracy" in out and "confusion matrix" in out
+
+    from PIL import Image
+
+    img = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "digit.png")
+    np.save(tmp_path / "digit.npy", img)
+    code, out = run(["predict", "--checkpoint", ckpt, str(tmp_path / "digit.png"), str(tmp_path / "digit.npy")],
+                    capsys)
+    assert code == 0 and "digit.png" in out and "digit.npy" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "-b", "0"], "--batch-size must be >= 1"),
+    (["train", "--epochs", "-1"], "--epochs must be >= 0"),
+    (["train", "--lr", "-3"], "--lr must be a positive number"),
+    (["train", "--model", "resnet"], "invalid choice"),
+    (["train", "--optimizer", "lion"], "invalid choice"),
+    (["train", "--dataset", "cifar"], "invalid choice"),
+    (["train", "--resume", "/nonexistent/ckpt.safetensors"], "ckpt.safetensors"),
+    (["eval", "--checkpoint", "/nonexistent/x.safetensors"], "x.safetensors"),
+])
+def test_bad_usage_exits_2_and_writes_nothing(tmp_path, args, message, capsys):
+    out_dir = tmp_path / "never"
+    code, out = run([*args, *(["--out-dir", str(out_dir)] if args[0] == "train" else [])], capsys)
+    assert code == 2 and message in out, out
+    assert not out_dir.exists()
+
+
+def test_unreadable_and_foreign_checkpoints(tmp_path, data_dir, capsys):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint at all")
+    code, out = run(["eval", "--checkpoint", str(garbage)], capsys)
+    assert code == 2 and "garbage.safetensors" in out
+    out_dir = tmp_path / "run"
+    assert run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "1", "--out-dir", str(out_dir)],
+               capsys)[0] == 0
+    code, out = run(["train", *TINY, "--model", "mlp", "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "x"),
+                     "--resume", str(out_dir / "last.safetensors")], capsys)
+    assert code == 2 and "lenet5" in out and not (tmp_path / "x").exists()
+    code, out = run(["predict", "--checkpoint", str(out_dir / "last.safetensors"), str(tmp_path / "nope.png")], capsys)
+    assert code == 2 and "nope.png" in out
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tinydl", "info"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "tinydl" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "tinydl", "train", "--batch-size", "0", "--out-dir",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and not (tmp_path / "o").exists()
