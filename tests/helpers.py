@@ -10,8 +10,21 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as TF
 
 import tinydl as td
+
+# tinydl activation name -> the PyTorch reference (leaky_relu at PyTorch's default slope)
+TORCH_ACT = {
+    "none": lambda z: z,
+    "relu": TF.relu,
+    "leaky_relu": lambda z: TF.leaky_relu(z, 0.01),
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "elu": TF.elu,
+    "gelu": TF.gelu,
+    "silu": TF.silu,
+}
 
 # Tolerances per dtype: (rtol, atol as a fraction of the reference's largest magnitude).
 TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2)}

@@ -9,18 +9,7 @@ import tinydl as td
 from tinydl import functional as F
 from tinydl import nn
 
-from .helpers import assert_close, check_op, noncontiguous
-
-TORCH_ACT = {
-    "none": lambda z: z,
-    "relu": TF.relu,
-    "leaky_relu": lambda z: TF.leaky_relu(z, 0.01),
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "elu": TF.elu,
-    "gelu": TF.gelu,
-    "silu": TF.silu,
-}
+from .helpers import TORCH_ACT, assert_close, check_op, noncontiguous
 
 
 def ref_linear(act, slope=0.01):

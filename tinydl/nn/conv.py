@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-
-from tinydl import _runtime
 from tinydl import functional as F
 from tinydl.ops import conv as _ops
 
-from .module import Module, Parameter
+from .linear import FusedLayer
+from .module import Module
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "Flatten"]
 
 
-class Conv2d(Module):
+class Conv2d(FusedLayer):
     """y = act(conv2d(x, weight) + bias). weight is (out_channels, in_channels/groups, kH, kW) as in
-    PyTorch, and so is the init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight (kaiming_uniform
-    with a=sqrt(5)) and bias, fan_in = in_channels/groups * kH * kW."""
-
-    fuses_activation = True
+    PyTorch, and so is the init (see FusedLayer), fan_in = in_channels/groups * kH * kW."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", activation: str = "none",
@@ -44,25 +37,12 @@ class Conv2d(Module):
         self.dilation = _ops._pair("Conv2d", "dilation", dilation, 1)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.activation, self.negative_slope = activation, negative_slope
-        kw = dict(device=device or _runtime.device(), dtype=dtype or torch.float32)
-        self.weight = Parameter(torch.empty((out_channels, in_channels // groups, *self.kernel_size), **kw))
-        if bias:
-            self.bias = Parameter(torch.empty((out_channels,), **kw))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
-        bound = 1.0 / math.sqrt(fan_in)
-        self.weight.data.uniform_(-bound, bound)  # RNG fill = kaiming_uniform_(a=sqrt(5))
-        if self.bias is not None:
-            self.bias.data.uniform_(-bound, bound)
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        self._make_parameters((out_channels, in_channels // groups, *self.kernel_size), fan_in, bias, device, dtype)
 
     def forward(self, x, activation: str | None = None, negative_slope: float | None = None):
-        act = self.activation if activation is None else activation
-        slope = self.negative_slope if negative_slope is None else negative_slope
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, act, slope)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                        *self._fused(activation, negative_slope))
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
