@@ -14,10 +14,10 @@ train_loader = DataLoader(train_set, batch_size=64, shuffle=True, seed=0)
 test_loader = DataLoader(test_set, batch_size=250)
 
 model = models.lenet5()  # conv+relu and linear+relu pairs are fused kernels
-opt = optim.Adam(model.parameters(), lr=2e-3)
-sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+opt = optim.Adam(model.parameters(), lr=5e-3)
+sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
 
-for epoch in range(4):
+for epoch in range(3):
     train_loader.set_epoch(epoch)
     for step, (x, y) in enumerate(train_loader):
         loss = F.cross_entropy(model(x), y)

@@ -16,6 +16,10 @@ GEMMs whose operands are gathered on the fly from the 4-D tensors (no im2col buf
             output tiles would leave most SMs idle) writing fp32 partials that a second kernel
             sums in a fixed order: deterministic, no atomics.
 
+In the interpreter the launchers zero-pad x (forward, wgrad) and place dY in a zero-padded,
+zero-stuffed buffer (dgrad) on the host, so every gather runs IN_BOUNDS: no per-element bounds
+masks, and dgrad always runs as a unit-stride gather (see _HOST_PAD, _dgrad_buffer).
+
 All accumulation is fp32. Offsets along the batch and channel axes are int64 (N*C*H*W can pass
 2**31 elements).
 """
@@ -42,10 +46,12 @@ def conv2d_fwd_kernel(
     stride_yn, stride_yk, stride_yp, stride_yq,
     str_h, str_w, pad_h, pad_w, dil_h, dil_w,
     alpha,
-    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE_Z: tl.constexpr,
+    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE_Z: tl.constexpr, IN_BOUNDS: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # IN_BOUNDS: no padding (none asked for, or x zero-padded on the host), so every tap of an
+    # in-range output pixel lies inside x and the gather needs no per-element h/w bounds mask.
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     g = tl.program_id(2)
@@ -81,10 +87,11 @@ def conv2d_fwd_kernel(
         s = rs - r * S
         rh = r * dil_h
         sw = s * dil_w
-        h = h0[:, None] + rh[None, :]
-        w = w0[:, None] + sw[None, :]
-        # out-of-image taps load 0: that is the zero padding
-        mask_a = mask_m[:, None] & mask_k[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        mask_a = mask_m[:, None] & mask_k[None, :]
+        if not IN_BOUNDS:  # out-of-image taps load 0: that is the zero padding
+            h = h0[:, None] + rh[None, :]
+            w = w0[:, None] + sw[None, :]
+            mask_a = mask_a & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         x_col = c.to(tl.int64) * stride_xc + rh * stride_xh + sw * stride_xw
         a = tl.load(x_row[:, None] + x_col[None, :], mask=mask_a, other=0.0)
         b = tl.load(w_base[None, :] + (c * stride_wc + r * stride_wr + s * stride_ws)[:, None],
@@ -114,11 +121,14 @@ def conv2d_bwd_dx_kernel(
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     str_h, str_w, pad_h, pad_w, dil_h, dil_w,
     alpha,
-    ACT: tl.constexpr, UNIT_STRIDE: tl.constexpr,
+    ACT: tl.constexpr, UNIT_STRIDE: tl.constexpr, IN_BOUNDS: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # s (the saved y or z) has dy's layout: the launcher makes dy contiguous like s.
+    # IN_BOUNDS (with UNIT_STRIDE): dy was zero-padded by (R-1)*dil (and zero-stuffed between
+    # strided pixels) on the host, so every tap of an in-range input pixel lies inside it and the
+    # gather needs no per-element p/q bounds mask (see _dgrad_buffer).
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     g = tl.program_id(2)
@@ -142,6 +152,9 @@ def conv2d_bwd_dx_kernel(
     dy_row = n64 * stride_dyn + (g * KG).to(tl.int64) * stride_dyk
     if UNIT_STRIDE:  # p = hp - r*dil: the dy offset splits into row + column parts too
         dy_row += hp * stride_dyp + wp * stride_dyq
+    # row pointers (1-D): adding a column offset to them is one pointer add per tile
+    dy_rowp = dy_ptr + dy_row
+    s_rowp = s_ptr + dy_row
     w_base = w_ptr + (g * KG).to(tl.int64) * stride_wk + offs_n * stride_wc
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -156,21 +169,24 @@ def conv2d_bwd_dx_kernel(
         s = rs - r * S
         rh = r * dil_h
         sw = s * dil_w
-        th = hp[:, None] - rh[None, :]
-        tw = wp[:, None] - sw[None, :]
         k64 = k.to(tl.int64)
+        mask = mask_m[:, None] & mask_k[None, :]
         if UNIT_STRIDE:
-            mask = mask_m[:, None] & mask_k[None, :] & (th >= 0) & (th < P) & (tw >= 0) & (tw < Q)
-            offs = dy_row[:, None] + (k64 * stride_dyk - rh * stride_dyp - sw * stride_dyq)[None, :]
+            offs = (k64 * stride_dyk - rh * stride_dyp - sw * stride_dyq)[None, :]
+            if not IN_BOUNDS:
+                th = hp[:, None] - rh[None, :]
+                tw = wp[:, None] - sw[None, :]
+                mask = mask & (th >= 0) & (th < P) & (tw >= 0) & (tw < Q)
         else:  # only exact divisions by the stride are output pixels
+            th = hp[:, None] - rh[None, :]
+            tw = wp[:, None] - sw[None, :]
             p = th // str_h
             q = tw // str_w
-            mask = (mask_m[:, None] & mask_k[None, :] & (th >= 0) & (tw >= 0) & (p * str_h == th)
-                    & (q * str_w == tw) & (p < P) & (q < Q))
-            offs = dy_row[:, None] + (k64 * stride_dyk)[None, :] + p * stride_dyp + q * stride_dyq
-        dz = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            mask = mask & (th >= 0) & (tw >= 0) & (p * str_h == th) & (q * str_w == tw) & (p < P) & (q < Q)
+            offs = (k64 * stride_dyk)[None, :] + p * stride_dyp + q * stride_dyq
+        dz = tl.load(dy_rowp[:, None] + offs, mask=mask, other=0.0).to(tl.float32)
         if ACT != 0:
-            sv = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            sv = tl.load(s_rowp[:, None] + offs, mask=mask, other=0.0).to(tl.float32)
             # masked lanes load dy = s = 0 and every act'(0) is finite, so they stay exactly 0
             # without a where() (one full-tile pass fewer in the interpreter)
             dz = dz * act_bwd(sv, ACT, alpha)
@@ -197,10 +213,12 @@ def conv2d_bwd_dw_kernel(
     str_h, str_w, pad_h, pad_w, dil_h, dil_w,
     chunks_per_split,
     alpha,
-    ACT: tl.constexpr, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr,
+    ACT: tl.constexpr, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, IN_BOUNDS: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # IN_BOUNDS: no padding (x zero-padded on the host, or none asked for): as in the forward,
+    # the x gather needs no per-element h/w bounds mask.
     # dw is addressed as (SPLIT, K, CG*R*S) with the c*r*s axis contiguous; db as (SPLIT, K).
     # s (the saved y or z) has dy's layout: the launcher makes dy contiguous like s.
     pid = tl.program_id(0)
@@ -255,9 +273,11 @@ def conv2d_bwd_dw_kernel(
         if HAS_DW:
             h0 = p * str_h - pad_h
             w0 = q * str_w - pad_w
-            h = h0[:, None] + rh[None, :]
-            w = w0[:, None] + sw[None, :]
-            mask_x = mask_l[:, None] & mask_n[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            mask_x = mask_l[:, None] & mask_n[None, :]
+            if not IN_BOUNDS:
+                h = h0[:, None] + rh[None, :]
+                w = w0[:, None] + sw[None, :]
+                mask_x = mask_x & (h >= 0) & (h < H) & (w >= 0) & (w < W)
             x_row = x_ptr + n64 * stride_xn + h0 * stride_xh + w0 * stride_xw
             xt = tl.load(x_row[:, None] + x_col[None, :], mask=mask_x, other=0.0)
             if UPCAST:
@@ -291,9 +311,9 @@ def conv2d_bwd_reduce_kernel(ws_ptr, out_ptr, L, SPLIT, BLOCK: tl.constexpr):
 #
 # GPU: implicit-GEMM tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), the N tile sized
 # to the channel count so small layers (LeNet's 6 and 16 channels) don't waste 7/8 of the tile.
-# Interpreter: the cost is per program instance and per Triton op, while the numpy work inside
-# a tile is cheap, so one tile covers all channels and as many pixels as a ~2**18-element
-# gather tile allows, and the reduction runs in chunks of up to 512.
+# Interpreter: the cost is per gathered element, per Triton op and per program instance, so one
+# tile covers all channels and the pixel/reduction tiles come from a small cost model
+# (_interp_gemm), up to Triton's largest tile (2**20 elements).
 # ----------------------------------------------------------------------------------------------
 
 GPU_CONFIGS = {
@@ -311,12 +331,17 @@ GPU_WGRAD_CONFIGS = {
     "m128": (128, 64, 32, 8, 3),
 }
 REDUCE_BLOCK = 1 << 16 if INTERPRET else 1024
-_INTERP_TILE = 1 << 18
+_INTERP_TILE = 1 << 20  # Triton's largest tensor (TRITON_MAX_TENSOR_NUMEL)
 #: The interpreter checks every int32 add/mul of a tile for overflow (a cast to int64, the op and
 #: two compares: ~5 extra numpy passes) but skips int64 ones, so tile indices are int64 there.
 #: On a GPU int32 index math is cheaper and the big offsets are widened explicitly.
 _INTERP_IDX64 = INTERPRET
 _GPU_PROGRAMS = 264  # ~2 waves on an H100 (132 SMs): enough parallel work for the split wgrad
+#: Interpreter: zero-pad x (forward, wgrad) and dY (dgrad) on the host, one allocation + copy, so
+#: the gathers run IN_BOUNDS: ~8 fewer full-tile numpy passes per K-chunk. On a GPU that copy is
+#: an extra pass over memory while the masks are nearly free, so the kernels mask instead (and run
+#: IN_BOUNDS only where there is no padding).
+_HOST_PAD = INTERPRET
 
 
 def _pick(table, prefix: str, channels: int):
@@ -330,11 +355,31 @@ def _clamp_pow2(n: int, lo: int, hi: int) -> int:
     return min(hi, max(lo, next_pow2(n)))
 
 
+#: Interpreter cost model (measured on a 2-core CPU): each element of a gathered tile costs ~30 ns
+#: (the interpreter loads element by element, plus the pointer and mask passes), masked-off lanes
+#: included; each K-chunk ~3 ms of Python op dispatch and each program ~5 ms more.
+_INTERP_NS_PER_ELEM, _INTERP_MS_PER_CHUNK, _INTERP_MS_PER_PROGRAM = 30.0, 3.0, 5.0
+
+
 def _interp_gemm(pixels: int, channels: int, loop: int):
-    bn = _clamp_pow2(channels, 16, 128)
-    bk = _clamp_pow2(loop, 16, 512)
-    bm = _clamp_pow2(pixels, 16, max(16, _INTERP_TILE // bk))
-    return bm, bn, bk, 1, 1
+    # The interpreter's tl.dot takes any shape (no 16-minimum as on tensor cores): the channel
+    # tile fits the channel count. Pixel and loop tiles: the cheapest split under the cost model
+    # above, which weighs padding waste (the last pixel tile, a loop not a power of two) against
+    # the per-chunk and per-program overheads.
+    bn = _clamp_pow2(channels, 1, 128)
+    best = None
+    bk = 16
+    while bk <= min(512, max(16, next_pow2(loop))):
+        chunks = triton.cdiv(loop, bk)
+        bm = 16
+        while bm <= min(max(16, next_pow2(pixels)), _INTERP_TILE // bk):
+            tile_ms = bm * bk * _INTERP_NS_PER_ELEM * 1e-6
+            cost = triton.cdiv(pixels, bm) * (chunks * (tile_ms + _INTERP_MS_PER_CHUNK) + _INTERP_MS_PER_PROGRAM)
+            if best is None or cost < best[0]:
+                best = (cost, bm, bk)
+            bm *= 2
+        bk *= 2
+    return best[1], bn, best[2], 1, 1
 
 
 def _gemm_config(pixels: int, channels: int, loop: int):
@@ -343,7 +388,7 @@ def _gemm_config(pixels: int, channels: int, loop: int):
 
 def _wgrad_config(rows: int, cols: int, loop: int):
     if INTERPRET:
-        bm = _clamp_pow2(rows, 16, 128)
+        bm = _clamp_pow2(rows, 1, 128)  # any dot shape in the interpreter, as in _interp_gemm
         bn = _clamp_pow2(cols, 16, 512)
         bk = _clamp_pow2(loop, 16, max(16, _INTERP_TILE // bn))
         return bm, bn, bk, 1, 1
@@ -357,6 +402,41 @@ def _precision(dtype: torch.dtype) -> str:
 
 def out_size(size: int, kernel: int, stride: int, pad: int, dil: int) -> int:
     return (size + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
+
+
+def _pad_x(x: torch.Tensor, padding) -> torch.Tensor:
+    """x with its zero padding materialised: (N, C, H + 2*pad_h, W + 2*pad_w)."""
+    ph, pw = padding
+    N, C, H, W = x.shape
+    xp = torch.zeros((N, C, H + 2 * ph, W + 2 * pw), device=x.device, dtype=x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W].copy_(x)
+    return xp
+
+
+def _dgrad_buffer(dz: torch.Tensor, hw, rs, stride, padding, dilation) -> torch.Tensor:
+    """dZ placed in a zero buffer so that dgrad becomes a unit-stride gather with every tap in range.
+
+    Input pixel h gets tap r from output pixel p with p*stride = h + pad - r*dil. Storing dZ[p] at
+    row i = p*stride + (R-1)*dil - pad makes that row i = h + (R-1-r)*dil, inside [0, H + (R-1)*dil)
+    for every tap of every input pixel; rows between strided pixels and around them hold 0 (no
+    output pixel there). Output pixels whose row falls outside the buffer see no input pixel
+    (their windows lie in the padding) and are left out. Same for columns. The kernel then runs
+    with stride 1, padding (R-1)*dil and the buffer's size as P x Q.
+    """
+    N, K, P, Q = dz.shape
+    rows = []
+    for size, out, k, st, pad, dil in zip(hw, (P, Q), rs, stride, padding, dilation):
+        off = (k - 1) * dil - pad
+        ext = size + (k - 1) * dil
+        lo = max(0, -(off // st))  # first output pixel with row >= 0: ceil(-off / st)
+        hi = min(out, (ext - 1 - off) // st + 1)
+        rows.append((ext, off, lo, max(lo, hi), st))
+    (HB, oh, plo, phi, sh), (WB, ow, qlo, qhi, sw) = rows
+    buf = torch.zeros((N, K, HB, WB), device=dz.device, dtype=dz.dtype)
+    if phi > plo and qhi > qlo:
+        buf[:, :, plo * sh + oh:(phi - 1) * sh + oh + 1:sh, qlo * sw + ow:(qhi - 1) * sw + ow + 1:sw].copy_(
+            dz[:, :, plo:phi, qlo:qhi])
+    return buf
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,6 +456,9 @@ def conv2d_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride=
     KG = K // groups
     if y.numel() == 0:
         return y, z
+    if _HOST_PAD and tuple(padding) != (0, 0):
+        x, padding = _pad_x(x, padding), (0, 0)
+        H, W = x.shape[2:]
     bm, bn, bk, warps, stages = _gemm_config(N * P * Q, KG, CG * R * S)
     grid = (triton.cdiv(N * P * Q, bm), triton.cdiv(KG, bn), groups)
     conv2d_fwd_kernel[grid](
@@ -384,7 +467,7 @@ def conv2d_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride=
         *x.stride(), *w.stride(), *y.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         float(alpha),
-        ACT=act, HAS_BIAS=b is not None, SAVE_Z=save_z,
+        ACT=act, HAS_BIAS=b is not None, SAVE_Z=save_z, IN_BOUNDS=tuple(padding) == (0, 0),
         PRECISION=_precision(x.dtype), UPCAST=low_precision_dot_upcast(x.dtype), IDX64=_INTERP_IDX64,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
     )
@@ -422,11 +505,18 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
             if dy.numel() == 0 or KG == 0:
                 dx.zero_()
             else:
+                dyx, sx, conv_x, PB, QB = dy, s, conv, P, Q
+                in_bounds = _HOST_PAD and act == ACTIVATIONS["none"]
+                if in_bounds:  # (the interpreter formed dZ above: there is no s to pad alongside)
+                    dyx = sx = _dgrad_buffer(dy, (H, W), (R, S), stride, padding, dilation)
+                    PB, QB = dyx.shape[2:]
+                    conv_x = (1, 1, (R - 1) * dilation[0], (S - 1) * dilation[1], dilation[0], dilation[1])
                 bm, bn, bk, warps, stages = _gemm_config(N * H * W, CG, KG * R * S)
                 conv2d_bwd_dx_kernel[(triton.cdiv(N * H * W, bm), triton.cdiv(CG, bn), groups)](
-                    dy, s, w, dx, N, H, W, P, Q, R, S, CG, KG,
-                    *dy.stride(), *w.stride(), *dx.stride(), *conv, float(alpha),
-                    ACT=act, UNIT_STRIDE=tuple(stride) == (1, 1), PRECISION=prec, UPCAST=upcast, IDX64=_INTERP_IDX64,
+                    dyx, sx, w, dx, N, H, W, PB, QB, R, S, CG, KG,
+                    *dyx.stride(), *w.stride(), *dx.stride(), *conv_x, float(alpha),
+                    ACT=act, UNIT_STRIDE=in_bounds or tuple(stride) == (1, 1), IN_BOUNDS=in_bounds,
+                    PRECISION=prec, UPCAST=upcast, IDX64=_INTERP_IDX64,
                     BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
                 )
     if need_dw or need_db:
@@ -449,13 +539,18 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
         else:  # fp32 partials, summed below in a fixed order
             dw_out = torch.empty((split, K, crs), device=dy.device, dtype=torch.float32) if run_dw else None
             db_out = torch.empty((split, K), device=dy.device, dtype=torch.float32) if need_db else None
-        xx = x if run_dw else dy
+        xx, conv_w, HX, WX = (x, conv, H, W) if run_dw else (dy, conv, H, W)
+        if run_dw and _HOST_PAD and tuple(padding) != (0, 0):
+            xx = _pad_x(x, padding)
+            HX, WX = xx.shape[2:]
+            conv_w = (stride[0], stride[1], 0, 0, dilation[0], dilation[1])
         conv2d_bwd_dw_kernel[(tiles, split, groups)](
             dy, s, xx, dw_out if run_dw else dy, db_out if need_db else dy,
-            N, H, W, P, Q, R, S, CG if run_dw else 1, KG, K,
+            N, HX, WX, P, Q, R, S, CG if run_dw else 1, KG, K,
             *dy.stride(), *xx.stride(),
-            K * crs, crs, K, *conv, per_split, float(alpha),
-            ACT=act, HAS_DW=run_dw, HAS_DB=need_db, PRECISION=prec, UPCAST=upcast, IDX64=_INTERP_IDX64,
+            K * crs, crs, K, *conv_w, per_split, float(alpha),
+            ACT=act, HAS_DW=run_dw, HAS_DB=need_db, IN_BOUNDS=conv_w[2:4] == (0, 0),
+            PRECISION=prec, UPCAST=upcast, IDX64=_INTERP_IDX64,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
         )
         if split > 1:
@@ -510,31 +605,38 @@ def _aot_specs():
             for act in ([0, 1, 6] if (cname == "n16" and base) else [6]):
                 archs = (90, 80) if (base and act == 6) else (90,)
                 tag = f"{dtype}/{prec}/{cname}/act{act}"
-                c = dict(ACT=act, HAS_BIAS=True, SAVE_Z=True, PRECISION=prec, UPCAST=False, IDX64=False,
-                         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
-                specs.append(AotSpec(f"conv2d_fwd_kernel[{tag}]", conv2d_fwd_kernel,
-                                     signature(conv2d_fwd_kernel, types(conv2d_fwd_kernel, p), c), c,
-                                     warps, stages, archs=archs))
-                for unit in ((True, False) if act == 6 and cname in ("n16", "n128") else (True,)):
-                    c = dict(ACT=act, UNIT_STRIDE=unit, PRECISION=prec, UPCAST=False, IDX64=False,
+                # IN_BOUNDS (padding 0) only drops masks: one variant per fp32 tile, sm_90
+                for inb in ((False, True) if (act == 6 and base) else (False,)):
+                    c = dict(ACT=act, HAS_BIAS=True, SAVE_Z=True, IN_BOUNDS=inb, PRECISION=prec, UPCAST=False,
+                             IDX64=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+                    specs.append(AotSpec(f"conv2d_fwd_kernel[{tag}/inb{int(inb)}]", conv2d_fwd_kernel,
+                                         signature(conv2d_fwd_kernel, types(conv2d_fwd_kernel, p), c), c,
+                                         warps, stages, archs=(90,) if inb else archs))
+                # dgrad IN_BOUNDS runs only on the host-padded interpreter path: one variant shows it compiles
+                for unit, inb in (((True, False), (False, False)) if act == 6 and cname in ("n16", "n128")
+                                  else ((True, False),)) + (((True, True),) if base and cname == "n16" and act == 0
+                                                            else ()):
+                    c = dict(ACT=act, UNIT_STRIDE=unit, IN_BOUNDS=inb, PRECISION=prec, UPCAST=False, IDX64=False,
                              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
-                    specs.append(AotSpec(f"conv2d_bwd_dx_kernel[{tag}/unit{int(unit)}]", conv2d_bwd_dx_kernel,
+                    specs.append(AotSpec(f"conv2d_bwd_dx_kernel[{tag}/unit{int(unit)}/inb{int(inb)}]",
+                                         conv2d_bwd_dx_kernel,
                                          signature(conv2d_bwd_dx_kernel, types(conv2d_bwd_dx_kernel, p), c), c,
-                                         warps, stages, archs=archs if unit else (90,)))
+                                         warps, stages, archs=archs if unit and not inb else (90,)))
         for cname, cfg in GPU_WGRAD_CONFIGS.items():
             if only and cname not in only:
                 continue
             bm, bn, bk, warps, stages = cfg
             # split partials are fp32; the dtype-specific variant is the unsplit direct write
             for out_t in sorted({p, "*fp32"}):
-                tag = f"{dtype}/{prec}/{cname}/act6/out{out_t[1:]}"
-                c = dict(ACT=6, HAS_DW=True, HAS_DB=True, PRECISION=prec, UPCAST=False, IDX64=False,
-                         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
-                t = types(conv2d_bwd_dw_kernel, p)
-                t.update(dw_ptr=out_t, db_ptr=out_t)
-                specs.append(AotSpec(f"conv2d_bwd_dw_kernel[{tag}]", conv2d_bwd_dw_kernel,
-                                     signature(conv2d_bwd_dw_kernel, t, c), c, warps, stages,
-                                     archs=(90, 80) if base else (90,)))
+                for inb in ((False, True) if base else (False,)):
+                    tag = f"{dtype}/{prec}/{cname}/act6/out{out_t[1:]}/inb{int(inb)}"
+                    c = dict(ACT=6, HAS_DW=True, HAS_DB=True, IN_BOUNDS=inb, PRECISION=prec, UPCAST=False,
+                             IDX64=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+                    t = types(conv2d_bwd_dw_kernel, p)
+                    t.update(dw_ptr=out_t, db_ptr=out_t)
+                    specs.append(AotSpec(f"conv2d_bwd_dw_kernel[{tag}]", conv2d_bwd_dw_kernel,
+                                         signature(conv2d_bwd_dw_kernel, t, c), c, warps, stages,
+                                         archs=(90, 80) if base and not inb else (90,)))
         if dtype == "fp32" and prec == "tf32":
             continue  # the reduction has no dot: same kernel as fp32/ieee
         c = dict(BLOCK=1024)

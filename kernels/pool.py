@@ -29,6 +29,10 @@ POOL_BLOCK = 1 << 17 if INTERPRET else 512
 #: The interpreter checks every int32 add/mul of a block for overflow (~5 extra numpy passes) but
 #: skips int64 ones, so index math stays int64 there; int32 is cheaper on a GPU.
 INTERP_IDX64 = INTERPRET
+#: Max-pool backward over disjoint windows (LeNet's 2x2/stride 2) as a scatter of dy to the argmax:
+#: ~4x fewer elements and far fewer ops than the kH*kW-tap gather, which matters in the
+#: interpreter. A GPU keeps the gather (no zero-fill pass; the extra taps are cache hits).
+_SCATTER_BWD = INTERPRET
 
 
 @triton.jit
@@ -100,6 +104,32 @@ def max_pool2d_bwd_kernel(
             ok = ok & (chosen == pos)
             acc += tl.load(dy_base + oh * stride_dyh + ow * stride_dyw, mask=ok, other=0.0).to(tl.float32)
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def max_pool2d_bwd_scatter_kernel(
+    dy_ptr, idx_ptr, dx_ptr,
+    total, C, HW, OH, OW,
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    IDX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """dx[argmax of each window] = dy, into a zeroed contiguous dx, for windows that don't overlap:
+    then no input element is the argmax of two windows, so plain stores are exact and deterministic.
+    One pass over dy instead of kH*kW gathers per dx element (the interpreter's cost is per element
+    and per op)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # dy elements, idx's layout
+    mask = offs < total
+    ohw = OH * OW
+    nc = offs // ohw
+    rem = offs - nc * ohw
+    if not IDX64:  # see INTERP_IDX64
+        rem = rem.to(tl.int32)
+    oh = rem // OW
+    ow = rem - oh * OW
+    n = nc // C
+    g = tl.load(dy_ptr + n * stride_dyn + (nc - n * C) * stride_dyc + oh * stride_dyh + ow * stride_dyw, mask=mask)
+    pos = tl.load(idx_ptr + offs, mask=mask, other=-1)
+    tl.store(dx_ptr + nc * HW + pos, g, mask=mask & (pos >= 0))  # -1: a window with no valid tap
 
 
 @triton.jit
@@ -220,6 +250,15 @@ def max_pool2d_fwd(x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode
 def max_pool2d_bwd(dy: torch.Tensor, idx: torch.Tensor, x_shape, kernel, stride, padding, dilation):
     N, C, H, W = x_shape
     _, _, OH, OW = dy.shape
+    # windows don't overlap when each spans no more than the stride (on both axes)
+    disjoint = all((k - 1) * d + 1 <= s for k, s, d in zip(kernel, stride, dilation))
+    if _SCATTER_BWD and disjoint:
+        dx = torch.zeros(x_shape, device=dy.device, dtype=dy.dtype)
+        total = dy.numel()
+        if total and dx.numel():
+            max_pool2d_bwd_scatter_kernel[_grid(total)](
+                dy, idx, dx, total, C, H * W, OH, OW, *dy.stride(), IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK)
+        return dx
     dx = torch.empty(x_shape, device=dy.device, dtype=dy.dtype)
     total = dx.numel()
     if total:
@@ -267,13 +306,14 @@ def avg_pool2d_bwd(dy: torch.Tensor, x_shape, kernel, stride, padding, count_inc
 
 def _aot_specs():
     specs = []
-    ints = ("total", "C", "H", "W", "OH", "OW", "KH", "KW", "str_h", "str_w", "pad_h", "pad_w",
+    ints = ("total", "C", "H", "W", "HW", "OH", "OW", "KH", "KW", "str_h", "str_w", "pad_h", "pad_w",
             "dil_h", "dil_w", "divisor")
     for dtype in ("fp32", "bf16", "fp16"):
         archs = (90, 80) if dtype == "fp32" else (90,)
         for kernel, consts_list in (
                 (max_pool2d_fwd_kernel, [dict(SAVE_IDX=True), dict(SAVE_IDX=False)]),
                 (max_pool2d_bwd_kernel, [{}]),
+                (max_pool2d_bwd_scatter_kernel, [{}]),
                 (avg_pool2d_fwd_kernel, [dict(COUNT_PAD=True), dict(COUNT_PAD=False)]),
                 (avg_pool2d_bwd_kernel, [dict(COUNT_PAD=True), dict(COUNT_PAD=False)])):
             for i, consts in enumerate(consts_list):
@@ -282,8 +322,10 @@ def _aot_specs():
                              "*i32" if a == "idx_ptr" else f"*{dtype}")
                          for a in kernel.arg_names if a not in c}
                 tag = "/".join([dtype] + [f"{k}{int(v)}" for k, v in consts.items()])
+                # the scatter backward runs only in the interpreter: it just has to compile
+                first = i == 0 and kernel is not max_pool2d_bwd_scatter_kernel
                 specs.append(AotSpec(f"{kernel.__name__}[{tag}]", kernel, signature(kernel, types, c), c,
-                                     num_warps=4, num_stages=1, archs=archs if i == 0 else (90,)))
+                                     num_warps=4, num_stages=1, archs=archs if first else (90,)))
     return specs
 
 

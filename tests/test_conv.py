@@ -62,6 +62,33 @@ def test_sweep(x_shape, w_shape, kw):
     check_conv(x_shape, w_shape, "gelu", **kw)
 
 
+@pytest.mark.parametrize("x_shape,w_shape,kw", SWEEP, ids=[f"{a}-{b}-{c}" for a, b, c in SWEEP])
+def test_sweep_kernel_masks(x_shape, w_shape, kw, monkeypatch):
+    # The interpreter zero-pads x and dY on the host so the gathers need no bounds masks
+    # (conv._HOST_PAD); a GPU masks in the kernel. Run the sweep through the masked path too.
+    from tinydl.kernels import conv as kc
+
+    monkeypatch.setattr(kc, "_HOST_PAD", False)
+    check_conv(x_shape, w_shape, "gelu", **kw)
+
+
+# padding beyond the kernel's reach: some output pixels see only padding (no input pixel at all)
+WIDE_PAD = [
+    ((2, 3, 5, 4), (4, 3, 1, 1), dict(padding=2, stride=2)),
+    ((1, 2, 4, 5), (3, 2, 3, 3), dict(padding=(3, 5), stride=(2, 3), dilation=(1, 2))),
+    ((2, 2, 3, 3), (2, 2, 2, 2), dict(padding=(4, 1), stride=(3, 1))),
+]
+
+
+@pytest.mark.parametrize("host_pad", [True, False])
+@pytest.mark.parametrize("x_shape,w_shape,kw", WIDE_PAD, ids=[str(c) for _, _, c in WIDE_PAD])
+def test_padding_wider_than_kernel(x_shape, w_shape, kw, host_pad, monkeypatch):
+    from tinydl.kernels import conv as kc
+
+    monkeypatch.setattr(kc, "_HOST_PAD", host_pad)
+    check_conv(x_shape, w_shape, "relu", **kw)
+
+
 def test_sweep_relu_strided_dgrad():
     check_conv((2, 3, 10, 9), (5, 3, 3, 3), "relu", stride=2, padding=1)
     check_conv((2, 3, 10, 9), (5, 3, 2, 3), "silu", stride=(2, 3), dilation=(2, 1))

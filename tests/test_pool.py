@@ -59,6 +59,28 @@ def test_max_pool_sweep(shape, kw):
     check_op(td_max(**kw), ref_max(**kw), [torch.randn(*shape)])
 
 
+@pytest.mark.parametrize("shape,kw", SWEEP + DILATED, ids=[str(kw) for _, kw in SWEEP + DILATED])
+def test_max_pool_sweep_gather_backward(shape, kw, monkeypatch):
+    # The interpreter runs the backward of disjoint windows as a scatter (pool._SCATTER_BWD); a GPU
+    # gathers. Run the whole sweep (disjoint windows included) through the gather too.
+    from tinydl.kernels import pool as kp
+
+    monkeypatch.setattr(kp, "_SCATTER_BWD", False)
+    check_op(td_max(**kw), ref_max(**kw), [torch.randn(*shape)])
+
+
+def test_max_pool_scatter_backward_edge_windows():
+    # disjoint windows with padding, ceil mode (clipped last window), dilation with gaps, NaN / -inf
+    x = torch.randn(2, 3, 9, 11)
+    x[0, 0, 0, 0] = NAN
+    x[1, 2, 3:6, 0:3] = -INF
+    for kw in (dict(kernel_size=2, padding=1), dict(kernel_size=3, ceil_mode=True),
+               dict(kernel_size=(2, 3), stride=(3, 4), dilation=(2, 1), padding=1),
+               dict(kernel_size=2, stride=(2, 5), ceil_mode=True)):
+        out, ref = check_op(td_max(**kw), ref_max(**kw), [x])
+        assert torch.equal(out.data.isnan(), ref.isnan())
+
+
 @pytest.mark.parametrize("shape,kw", SWEEP, ids=[str(kw) for _, kw in SWEEP])
 def test_avg_pool_sweep(shape, kw):
     check_op(td_avg(**kw), ref_avg(**kw), [torch.randn(*shape)])

@@ -42,6 +42,13 @@ if INTERPRET:
     # The interpreter evaluates both sides of every tl.where with numpy, so an exp() that overflows
     # in the branch not taken warns; the result is right, the warning is noise.
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"triton\.runtime\.interpreter")
+    # The interpreter's tl.dot is a numpy matmul on one tile: small, and issued thousands of times.
+    # A multi-threaded BLAS spins up its threads for each one and, when the cores are busy, waits
+    # for them (seen: 0.3 ms single-threaded vs 210 ms threaded for a 16x8192 @ 8192x32 tile).
+    # TINYDL_BLAS_THREADS overrides.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ.get("TINYDL_BLAS_THREADS", "1")), user_api="blas")
 #: True only for the ahead-of-time compile check (no launches possible).
 AOT: bool = os.environ.get("TINYDL_AOT") == "1"
 

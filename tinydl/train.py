@@ -42,9 +42,9 @@ class TrainConfig:
     dataset: str = "mnist-5k"
     data_dir: str = "~/.cache/tinydl"
     download: bool = False
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 5e-3
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
