@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     from tinydl.serialization import CheckpointError
     try:
         return COMMANDS[args.command](args, display)
-    except (UsageError, DatasetError, CheckpointError) as e:
-        display.error(str(e))
+    except (UsageError, DatasetError, CheckpointError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        display.error(str(e))  # an input the user named is missing or unusable: nothing was written
         return 2
     except RuntimeError as e:
         if "state_dict" in str(e):  # a checkpoint of another architecture

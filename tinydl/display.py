@@ -19,6 +19,8 @@ EPOCH_COLUMNS = ("epoch", "train loss", "test loss", "test acc", "lr", "time", "
 class TrainDisplay:
     def __init__(self, progress: bool = True, console: Console | None = None):
         self.console = console or Console(highlight=False)
+        # off a terminal (logs, pipes, CI) a line is a line: no wrapping at an assumed 80 columns
+        self.console.soft_wrap = not self.console.is_terminal
         self.live = progress and self.console.is_terminal
         self._progress: Progress | None = None
         self._task = None

@@ -133,6 +133,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -141,6 +142,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy"), a.legend(), a.set_title("loss")
     b.plot(epochs, [100 * r["test_acc"] for r in rows], "o-", color="tab:green")
     b.set_xlabel("epoch"), b.set_ylabel("%"), b.set_title("test accuracy")
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
