@@ -63,7 +63,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from tinydl import _runtime
-from tinydl.autograd import Tensor
+from tinydl.autograd import Tensor, _as_torch
 
 __all__ = ["CudaGraphStep", "cuda_graphs_available"]
 
@@ -71,14 +71,6 @@ __all__ = ["CudaGraphStep", "cuda_graphs_available"]
 def cuda_graphs_available() -> bool:
     """True when tinydl runs natively on a CUDA GPU (not through the interpreter)."""
     return _runtime.DEVICE == "cuda" and not _runtime.INTERPRET and torch.cuda.is_available()
-
-
-def _as_data(x: Any, i: int) -> torch.Tensor:
-    if isinstance(x, Tensor):
-        return x.data
-    if isinstance(x, torch.Tensor):
-        return x
-    raise TypeError(f"CudaGraphStep: input {i} must be a torch.Tensor or tinydl Tensor, got {type(x).__name__}")
 
 
 class CudaGraphStep:
@@ -117,7 +109,7 @@ class CudaGraphStep:
         if isinstance(example_inputs, (torch.Tensor, Tensor)):
             example_inputs = (example_inputs,)
         examples = list(example_inputs)
-        datas = [_as_data(x, i) for i, x in enumerate(examples)]
+        datas = [_as_torch(x, f"CudaGraphStep: input {i}") for i, x in enumerate(examples)]
         for i, d in enumerate(datas):
             if d.device.type != "cuda":
                 raise ValueError(f"CudaGraphStep: input {i} is on {d.device}; every input must be on the GPU")
@@ -171,7 +163,7 @@ class CudaGraphStep:
         if len(inputs) != len(self._buffers):
             raise ValueError(f"CudaGraphStep: expected {len(self._buffers)} inputs, got {len(inputs)}")
         for i, (x, buf) in enumerate(zip(inputs, self._buffers)):
-            d = _as_data(x, i)
+            d = _as_torch(x, f"CudaGraphStep: input {i}")
             if d.shape != buf.shape or d.dtype != buf.dtype:
                 raise ValueError(
                     f"CudaGraphStep: input {i} has shape {tuple(d.shape)} and dtype {d.dtype}, but the graph was "
