@@ -170,3 +170,31 @@ def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tinydl", "train", "--batch-size", "0", "--out-dir",
                            str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and not (tmp_path / "o").exists()
+
+
+def test_bare_resume_continues_the_checkpoints_run(tmp_path, data_dir, capsys, monkeypatch):
+    out_dir = tmp_path / "run"
+    code, _ = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "4", "--out-dir", str(out_dir),
+                   "--max-steps", "5"], capsys)
+    assert code == 0 and load(out_dir / "last.safetensors")["step"] == 5
+    monkeypatch.chdir(tmp_path)  # a default out_dir would land here
+    code, out = run(["train", "--no-progress", "--resume", str(out_dir / "last.safetensors")], capsys)
+    assert code == 0, out
+    # the checkpoint's epochs (4, not the default) and out_dir, and its batch size/data
+    assert load(out_dir / "last.safetensors")["step"] == 12  # 4 epochs x 3 batches of 4
+    assert len(list(csv.DictReader((out_dir / "metrics.csv").open()))) == 4
+    assert not (tmp_path / "runs").exists()
+    # a setting that defines the run cannot change on resume
+    code, out = run(["train", "--no-progress", "--lr", "0.5", "--resume", str(out_dir / "last.safetensors")], capsys)
+    assert code == 2 and "lr=0.01" in out
+
+
+def test_resume_at_max_steps_trains_nothing(tmp_path, data_dir, capsys):
+    out_dir = tmp_path / "run"
+    args = ["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir)]
+    assert run([*args, "--max-steps", "2"], capsys)[0] == 0
+    before = params(out_dir / "last.safetensors")
+    code, out = run([*args, "--max-steps", "2", "--resume", str(out_dir / "last.safetensors")], capsys)
+    assert code == 0 and "nothing to train" in out
+    after = load(out_dir / "last.safetensors")
+    assert after["step"] == 2 and all(torch.equal(before[k], after["model"][k]) for k in before)

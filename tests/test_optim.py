@@ -341,3 +341,32 @@ def test_clip_grad_norm_edge_cases():
         clip_grad_norm_([p], 1.0, norm_type=-1)
     with pytest.raises(ValueError, match="max_norm"):
         clip_grad_norm_([p], "1")
+
+
+# --- found in review ------------------------------------------------------------------------------
+
+def test_float64_parameters_are_rejected():
+    with pytest.raises(TypeError, match="float64"):
+        optim.SGD([td.Tensor(torch.zeros(3, dtype=torch.float64), requires_grad=True)], lr=0.1)
+
+
+def test_replacing_a_parameter_in_a_group_takes_effect():
+    a = td.Tensor(torch.zeros(3), requires_grad=True)
+    b = td.Tensor(torch.zeros(3), requires_grad=True)
+    opt = optim.SGD([a], lr=1.0)
+    a.grad = torch.ones(3)
+    opt.step()
+    opt.param_groups[0]["params"][0] = b
+    b.grad = torch.ones(3)
+    opt.step()
+    assert b.data.tolist() == [-1.0, -1.0, -1.0] and a.data.tolist() == [-1.0, -1.0, -1.0]
+
+
+def test_module_to_keeps_grads_and_zero_grad_is_in_place():
+    model = nn.Linear(3, 2)
+    model.weight.grad = torch.ones(2, 3)
+    model.to(torch.float32)
+    assert model.weight.grad is not None and model.weight.grad.tolist() == [[1.0] * 3] * 2
+    ref = model.weight.grad
+    model.zero_grad(set_to_none=False)
+    assert model.weight.grad is ref and ref.abs().sum().item() == 0

@@ -167,3 +167,12 @@ def test_training_checkpoint_errors(tmp_path):
     other = nn.Sequential(nn.Linear(5, 3))
     with pytest.raises(RuntimeError, match="size mismatch|missing keys"):
         load_training_checkpoint(part, model=other)
+
+
+def test_saved_files_get_the_usual_mode(tmp_path):
+    import stat
+
+    td.save({"w": torch.zeros(2)}, tmp_path / "m.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.safetensors").st_mode) == 0o666 & ~umask

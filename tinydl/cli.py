@@ -40,10 +40,12 @@ def _cmd_train(args, display) -> int:
     from tinydl.train import TrainConfig, train
 
     cfg = TrainConfig()
+    given = set()
     for k, v in vars(args).items():
         if v is not None and hasattr(cfg, k):
             setattr(cfg, k, v)
-    return train(cfg, display, resume=args.resume, asked_model=args.model)
+            given.add(k)
+    return train(cfg, display, resume=args.resume, given=frozenset(given))
 
 
 def _load_for_inference(path: str):

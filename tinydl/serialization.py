@@ -110,6 +110,9 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def _atomic_write(path: str, data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the usual file mode
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -188,21 +188,28 @@ class StopFlag:
 # train
 # ------------------------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, asked_model: str | None = None) -> int:
+# What a resumed run may change; everything else (model, data, optimizer...) is the checkpoint's.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "out_dir", "data_dir", "download", "cuda_graph")
+
+
+def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, given: frozenset = frozenset()) -> int:
     """Train per ``cfg``; returns the process exit code (0 done, 1 non-finite loss, 130/143 signal).
 
-    With ``resume``, the checkpoint's config fixes the model, data and optimizer settings (a
-    different ``asked_model`` is an error); epochs, max_steps and out_dir may change.
+    With ``resume``, the run continues as the checkpoint's config says; of the settings named in
+    ``given`` (the ones the user typed), those in RESUME_MAY_CHANGE apply and any other that
+    differs from the checkpoint is an error. ``max_steps`` is never inherited.
     """
     state = load_training_checkpoint(resume) if resume else None
     if state is not None:
         saved = TrainConfig.from_dict(state["config"])
-        if asked_model is not None and asked_model != saved.model:
-            raise UsageError(f"--resume {resume} is a checkpoint of model {saved.model!r}, not {asked_model!r}")
-        # the run's identity comes from the checkpoint; how long and where to write may change
-        for k in ("model", "dataset", "optimizer", "schedule", "seed", "precision", "batch_size", "lr",
-                  "momentum", "weight_decay"):
-            setattr(cfg, k, getattr(saved, k))
+        for k in sorted(given):
+            if k not in RESUME_MAY_CHANGE and hasattr(saved, k) and getattr(saved, k) != getattr(cfg, k):
+                raise UsageError(f"--resume {resume} is a checkpoint of a run with {k}={getattr(saved, k)!r}, "
+                                 f"not {getattr(cfg, k)!r}; only {', '.join(RESUME_MAY_CHANGE)} may change")
+        for f in fields(TrainConfig):
+            # --max-steps limits one invocation: a bare --resume runs to the end of the epochs
+            if f.name != "max_steps" and (f.name not in given or f.name not in RESUME_MAY_CHANGE):
+                setattr(cfg, f.name, getattr(saved, f.name))
     cfg.validate()
     if cfg.precision == "tf32":
         td.set_float32_matmul_precision("high")
@@ -263,6 +270,9 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, as
 
     step_times: list[float] = []
     t_run = time.perf_counter()
+    if cfg.max_steps and step >= cfg.max_steps:
+        display.message(f"the checkpoint is at step {step}, already at --max-steps {cfg.max_steps}: nothing to train")
+        start_epoch = cfg.epochs  # skip the loop, keep the summary
     with StopFlag() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             train_loader.set_epoch(epoch, skip)

@@ -123,10 +123,10 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            if set_to_none or p.grad is None:
+            if set_to_none:
                 p.grad = None
-            else:
-                p.grad = torch.zeros_like(p.grad)
+            elif p.grad is not None:
+                p.grad.zero_()  # in place, as in PyTorch: references to the grad see the zeros
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         for p in self.parameters():
@@ -134,12 +134,16 @@ class Module:
         return self
 
     def to(self, device=None, dtype=None) -> Module:
-        """Move parameters and buffers (in place, like PyTorch) to ``device``/``dtype``."""
+        """Move parameters and buffers (in place, like PyTorch) to ``device``/``dtype``;
+        ``to(torch.float16)`` works as in PyTorch."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
         for m in self.modules():
             for _name, p in m._parameters.items():
                 if p is not None:
                     p.data = p.data.to(device=device, dtype=dtype if p.data.is_floating_point() else None)
-                    p.grad = None
+                    if p.grad is not None:  # kept and converted, as in PyTorch
+                        p.grad = p.grad.to(device=p.data.device, dtype=p.data.dtype)
             for name, b in m._buffers.items():
                 if b is not None:
                     m._buffers[name] = b.to(device=device, dtype=dtype if b.is_floating_point() else None)

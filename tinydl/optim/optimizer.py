@@ -117,6 +117,9 @@ class Optimizer:
                 raise TypeError(f"optimizer can only optimize tinydl Tensors, got {type(p).__name__}")
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
+            if p.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                # the update kernels compute in fp32: a float64 parameter would be silently rounded
+                raise TypeError(f"optimizer: a parameter has dtype {p.dtype}; supported: float32, float16, bfloat16")
         if len({id(p) for p in params}) != len(params):
             raise ValueError("optimizer contains a parameter group with duplicate parameters")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
@@ -165,8 +168,9 @@ class Optimizer:
     def _buckets_for(self, gi: int, group: dict[str, Any]) -> list[_Bucket]:
         names = self._state_names(group)
         buckets = self._buckets.get(gi)
+        packed = [id(p) for b in buckets for p in b.params] if buckets is not None else None
         if buckets is None or any(b.stale() or tuple(b.states) != names for b in buckets) \
-                or sum(len(b.params) for b in buckets) != len(group["params"]):
+                or sorted(packed) != sorted(id(p) for p in group["params"]):  # a param replaced/added/removed
             by_kind: dict[tuple, list[Tensor]] = {}
             for p in group["params"]:
                 by_kind.setdefault((p.data.dtype, p.data.device), []).append(p)
