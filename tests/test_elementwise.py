@@ -164,3 +164,9 @@ def test_bf16_broadcast_and_sum():
     a, b = torch.randn(6, 5).bfloat16(), torch.randn(5).bfloat16()
     check_op(F.mul, torch.mul, [a, b])
     check_op(lambda t: F.sum(t, 0), lambda t: t.sum(0), [a])
+
+
+def test_empty_dim_tuple_reduces_everything():
+    x = torch.randn(3, 4)
+    check_op(lambda t: t.sum(dim=()), lambda t: t.sum(dim=()), [x])
+    check_op(lambda t: t.mean(dim=[]), lambda t: t.mean(dim=[]), [x])

@@ -152,7 +152,7 @@ class Sum(Function):
 
 
 def _dims(op: str, x: Tensor, dim) -> tuple[int, ...]:
-    if dim is None:
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):  # () means all, as in PyTorch
         return tuple(range(x.ndim))
     dims = (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else dim
     if not isinstance(dims, (tuple, list)) or not builtins.all(isinstance(d, int) and not isinstance(d, bool)
