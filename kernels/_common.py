@@ -16,8 +16,6 @@ INTERPRET: bool = _runtime.INTERPRET
 # program, not per element: elementwise kernels get one huge block there, 1024 lanes on a GPU.
 ELEMENTWISE_BLOCK = 1 << 18 if INTERPRET else 1024
 
-_TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
-             torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.bool: "i1"}
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -25,13 +23,21 @@ def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(1, int(n)))
 
 
-def tl_name(dtype: torch.dtype) -> str:
-    """Triton's name for a torch dtype, as used in AOT signatures (``*fp32`` etc.)."""
-    return _TL_NAMES[dtype]
-
-
 def elementwise_grid(n: int, block: int = ELEMENTWISE_BLOCK):
     return (triton.cdiv(n, block),)
+
+
+def dot_input_precision(dtype: torch.dtype) -> str:
+    """``input_precision`` for ``tl.dot``: it only matters for fp32 operands (IEEE or tf32, see
+    ``tinydl.set_float32_matmul_precision``); 16-bit tiles use tensor cores regardless."""
+    return _runtime.dot_precision() if dtype == torch.float32 else "tf32"
+
+
+#: The interpreter checks every int32 add/mul of a tile for overflow (a cast to int64, the op and
+#: two compares: ~5 extra numpy passes) but skips int64 ones, so kernels with heavy index math
+#: take ``IDX64=INTERP_IDX64`` and keep it in int64 there. On a GPU int32 index math is cheaper
+#: and the offsets that can pass 2**31 are widened explicitly.
+INTERP_IDX64: bool = INTERPRET
 
 
 def low_precision_dot_upcast(dtype: torch.dtype) -> bool:

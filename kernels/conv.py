@@ -30,10 +30,16 @@ import torch
 import triton
 import triton.language as tl
 
-from tinydl import _runtime
-
 from . import elementwise as _ew
-from ._common import INTERPRET, AotSpec, low_precision_dot_upcast, next_pow2, signature
+from ._common import (
+    INTERP_IDX64,
+    INTERPRET,
+    AotSpec,
+    dot_input_precision,
+    low_precision_dot_upcast,
+    next_pow2,
+    signature,
+)
 from .activations import ACTIVATIONS, act_bwd, act_fwd, activation_code
 
 
@@ -60,7 +66,7 @@ def conv2d_fwd_kernel(
     CRS = CG * RS
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels n*p*q
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels of group g
-    if IDX64:  # see _INTERP_IDX64
+    if IDX64:  # see _common.INTERP_IDX64
         offs_m = offs_m.to(tl.int64)
         offs_n = offs_n.to(tl.int64)
     mask_m = offs_m < N * PQ
@@ -137,7 +143,7 @@ def conv2d_bwd_dx_kernel(
     KRS = KG * RS
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels n*h*w
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # input channels of group g
-    if IDX64:  # see _INTERP_IDX64
+    if IDX64:  # see _common.INTERP_IDX64
         offs_m = offs_m.to(tl.int64)
         offs_n = offs_n.to(tl.int64)
     mask_m = offs_m < N * HW
@@ -233,7 +239,7 @@ def conv2d_bwd_dw_kernel(
     pid_n = pid - pid_m * num_cols
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output channels of group g
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # c*r*s of group g
-    if IDX64:  # see _INTERP_IDX64
+    if IDX64:  # see _common.INTERP_IDX64
         offs_m = offs_m.to(tl.int64)
         offs_n = offs_n.to(tl.int64)
     mask_m = offs_m < KG
@@ -332,10 +338,6 @@ GPU_WGRAD_CONFIGS = {
 }
 REDUCE_BLOCK = 1 << 16 if INTERPRET else 1024
 _INTERP_TILE = 1 << 20  # Triton's largest tensor (TRITON_MAX_TENSOR_NUMEL)
-#: The interpreter checks every int32 add/mul of a tile for overflow (a cast to int64, the op and
-#: two compares: ~5 extra numpy passes) but skips int64 ones, so tile indices are int64 there.
-#: On a GPU int32 index math is cheaper and the big offsets are widened explicitly.
-_INTERP_IDX64 = INTERPRET
 _GPU_PROGRAMS = 264  # ~2 waves on an H100 (132 SMs): enough parallel work for the split wgrad
 #: Interpreter: zero-pad x (forward, wgrad) and dY (dgrad) on the host, one allocation + copy, so
 #: the gathers run IN_BOUNDS: ~8 fewer full-tile numpy passes per K-chunk. On a GPU that copy is
@@ -393,11 +395,6 @@ def _wgrad_config(rows: int, cols: int, loop: int):
         bk = _clamp_pow2(loop, 16, max(16, _INTERP_TILE // bn))
         return bm, bn, bk, 1, 1
     return _pick(GPU_WGRAD_CONFIGS, "m", rows)
-
-
-def _precision(dtype: torch.dtype) -> str:
-    # input_precision only matters for fp32 operands; 16-bit tiles use tensor cores regardless.
-    return _runtime.dot_precision() if dtype == torch.float32 else "tf32"
 
 
 def out_size(size: int, kernel: int, stride: int, pad: int, dil: int) -> int:
@@ -468,7 +465,7 @@ def conv2d_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride=
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         float(alpha),
         ACT=act, HAS_BIAS=b is not None, SAVE_Z=save_z, IN_BOUNDS=tuple(padding) == (0, 0),
-        PRECISION=_precision(x.dtype), UPCAST=low_precision_dot_upcast(x.dtype), IDX64=_INTERP_IDX64,
+        PRECISION=dot_input_precision(x.dtype), UPCAST=low_precision_dot_upcast(x.dtype), IDX64=INTERP_IDX64,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
     )
     return y, z
@@ -496,7 +493,7 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
         # (On a GPU those re-reads hit cache and the fused form saves a pass over memory.)
         dy = _ew.activation_bwd(dy, s, activation, alpha)
         act, s = ACTIVATIONS["none"], dy
-    prec, upcast = _precision(w.dtype), low_precision_dot_upcast(w.dtype)
+    prec, upcast = dot_input_precision(w.dtype), low_precision_dot_upcast(w.dtype)
     conv = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
     dx = dw = db = None
     if need_dx:
@@ -516,7 +513,7 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
                     dyx, sx, w, dx, N, H, W, PB, QB, R, S, CG, KG,
                     *dyx.stride(), *w.stride(), *dx.stride(), *conv_x, float(alpha),
                     ACT=act, UNIT_STRIDE=in_bounds or tuple(stride) == (1, 1), IN_BOUNDS=in_bounds,
-                    PRECISION=prec, UPCAST=upcast, IDX64=_INTERP_IDX64,
+                    PRECISION=prec, UPCAST=upcast, IDX64=INTERP_IDX64,
                     BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
                 )
     if need_dw or need_db:
@@ -550,7 +547,7 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
             *dy.stride(), *xx.stride(),
             K * crs, crs, K, *conv_w, per_split, float(alpha),
             ACT=act, HAS_DW=run_dw, HAS_DB=need_db, IN_BOUNDS=conv_w[2:4] == (0, 0),
-            PRECISION=prec, UPCAST=upcast, IDX64=_INTERP_IDX64,
+            PRECISION=prec, UPCAST=upcast, IDX64=INTERP_IDX64,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
         )
         if split > 1:

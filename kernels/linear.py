@@ -23,7 +23,7 @@ import triton.language as tl
 
 from tinydl import _runtime
 
-from ._common import INTERPRET, AotSpec, low_precision_dot_upcast, next_pow2, signature
+from ._common import INTERPRET, AotSpec, dot_input_precision, low_precision_dot_upcast, next_pow2, signature
 from .activations import ACTIVATIONS, act_bwd, act_fwd, activation_code
 
 
@@ -209,11 +209,6 @@ def _config(a: int, b: int, loop: int, dtype: torch.dtype):
     return _interp_config(a, b, loop) if INTERPRET else _gpu_config(a, b, dtype)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    # input_precision only matters for fp32 operands; 16-bit tiles use tensor cores regardless.
-    return _runtime.dot_precision() if dtype == torch.float32 else "tf32"
-
-
 def _grid(a: int, b: int, ta: int, tb: int):
     return (triton.cdiv(a, ta) * triton.cdiv(b, tb),)
 
@@ -242,7 +237,7 @@ def linear_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, activat
         x.stride(0), x.stride(1), w.stride(0), w.stride(1), y.stride(0), y.stride(1),
         float(alpha),
         ACT=act, HAS_BIAS=b is not None, SAVE_Z=save_z,
-        PRECISION=_precision(x.dtype), UPCAST=low_precision_dot_upcast(x.dtype),
+        PRECISION=dot_input_precision(x.dtype), UPCAST=low_precision_dot_upcast(x.dtype),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group, num_warps=warps, num_stages=stages,
     )
     return y, z
@@ -261,7 +256,7 @@ def linear_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
     K = w.shape[1]
     s = saved if act != ACTIVATIONS["none"] else dy
     dx = dw = db = None
-    prec, upcast = _precision(w.dtype), low_precision_dot_upcast(w.dtype)
+    prec, upcast = dot_input_precision(w.dtype), low_precision_dot_upcast(w.dtype)
     if need_dx:
         dx = torch.empty((M, K), device=dy.device, dtype=dy.dtype)
         if M and K:

@@ -22,13 +22,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, AotSpec, signature
+from ._common import INTERP_IDX64, INTERPRET, AotSpec, signature
 
 # The interpreter runs one program as numpy ops on whole blocks: one big block; 512 lanes on GPU.
 POOL_BLOCK = 1 << 17 if INTERPRET else 512
-#: The interpreter checks every int32 add/mul of a block for overflow (~5 extra numpy passes) but
-#: skips int64 ones, so index math stays int64 there; int32 is cheaper on a GPU.
-INTERP_IDX64 = INTERPRET
 #: Max-pool backward over disjoint windows (LeNet's 2x2/stride 2) as a scatter of dy to the argmax:
 #: ~4x fewer elements and far fewer ops than the kH*kW-tap gather, which matters in the
 #: interpreter. A GPU keeps the gather (no zero-fill pass; the extra taps are cache hits).
@@ -48,7 +45,7 @@ def max_pool2d_fwd_kernel(
     ohw = OH * OW
     nc = offs // ohw
     rem = offs - nc * ohw
-    if not IDX64:  # see INTERP_IDX64
+    if not IDX64:  # see _common.INTERP_IDX64
         rem = rem.to(tl.int32)
     oh = rem // OW
     ow = rem - oh * OW
@@ -84,7 +81,7 @@ def max_pool2d_bwd_kernel(
     hw = H * W
     nc = offs // hw
     pos = offs - nc * hw  # h*W + w: what the argmax records
-    if not IDX64:  # see INTERP_IDX64
+    if not IDX64:  # see _common.INTERP_IDX64
         pos = pos.to(tl.int32)
     h = pos // W
     w = pos - h * W
@@ -122,7 +119,7 @@ def max_pool2d_bwd_scatter_kernel(
     ohw = OH * OW
     nc = offs // ohw
     rem = offs - nc * ohw
-    if not IDX64:  # see INTERP_IDX64
+    if not IDX64:  # see _common.INTERP_IDX64
         rem = rem.to(tl.int32)
     oh = rem // OW
     ow = rem - oh * OW
@@ -160,7 +157,7 @@ def avg_pool2d_fwd_kernel(
     ohw = OH * OW
     nc = offs // ohw
     rem = offs - nc * ohw
-    if not IDX64:  # see INTERP_IDX64
+    if not IDX64:  # see _common.INTERP_IDX64
         rem = rem.to(tl.int32)
     oh = rem // OW
     ow = rem - oh * OW
