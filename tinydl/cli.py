@@ -50,13 +50,13 @@ def _cmd_train(args, display) -> int:
 
 def _load_for_inference(path: str):
     """(config, model in eval mode) from a training checkpoint; UsageError if unusable."""
-    from tinydl.serialization import load_training_checkpoint
+    from tinydl.serialization import load_training_checkpoint, restore_training_state
     from tinydl.train import TrainConfig, build_model
 
-    state = load_training_checkpoint(path)
+    state = load_training_checkpoint(path, restore_rng=False)
     cfg = TrainConfig.from_dict(state.get("config") or {})
     model = build_model(cfg)
-    load_training_checkpoint(path, model=model)
+    restore_training_state(state, path, model=model, restore_rng=False)
     return cfg, model.eval()
 
 

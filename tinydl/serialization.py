@@ -241,6 +241,14 @@ def load_training_checkpoint(path, *, model=None, optimizer=None, scheduler=None
     ckpt = load(path)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != _TRAINING_KIND:
         raise CheckpointError(f"{path}: not a tinydl training checkpoint (use tinydl.load for plain ones)")
+    return restore_training_state(ckpt, path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                  restore_rng=restore_rng, strict=strict)
+
+
+def restore_training_state(ckpt: dict[str, Any], path, *, model=None, optimizer=None, scheduler=None,
+                           restore_rng: bool = True, strict: bool = True) -> dict[str, Any]:
+    """The restoring half of ``load_training_checkpoint``, for a checkpoint dict already read
+    (e.g. to build the model from its config first); ``path`` only names it in errors."""
     for name, target in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
         if target is not None and ckpt.get(name) is None:
             raise CheckpointError(f"{path}: the checkpoint has no {name} state to restore")

@@ -23,7 +23,7 @@ from tinydl import _runtime, models, nn, optim
 from tinydl import functional as F
 from tinydl.data import DataLoader, load_dataset
 from tinydl.display import TrainDisplay
-from tinydl.serialization import load_training_checkpoint, save_training_checkpoint
+from tinydl.serialization import load_training_checkpoint, restore_training_state, save_training_checkpoint
 
 MODELS = ("lenet5", "mlp")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -199,7 +199,7 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, gi
     ``given`` (the ones the user typed), those in RESUME_MAY_CHANGE apply and any other that
     differs from the checkpoint is an error. ``max_steps`` is never inherited.
     """
-    state = load_training_checkpoint(resume) if resume else None
+    state = load_training_checkpoint(resume, restore_rng=False) if resume else None
     if state is not None:
         saved = TrainConfig.from_dict(state["config"])
         for k in sorted(given):
@@ -226,7 +226,7 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, gi
     step, start_epoch, skip, rows, best = 0, 0, 0, [], {"acc": -1.0, "epoch": None}
     epoch_loss, epoch_seen = 0.0, 0
     if state is not None:
-        load_training_checkpoint(resume, model=model, optimizer=opt, scheduler=sched)
+        restore_training_state(state, resume, model=model, optimizer=opt, scheduler=sched)
         extra = state["extra"]
         step, start_epoch, skip = state["step"], state["epoch"], extra["batches_done"]
         rows, best = extra["rows"], extra["best"]
