@@ -41,6 +41,15 @@ def test_info(capsys):
     assert code == 0 and "interpreter" in out and "triton" in out
 
 
+def test_train_help_names_the_real_defaults(capsys):
+    # the parser's defaults are None (so --resume can tell given flags apart): the help must not show them
+    code, out = run(["train", "--help"], capsys)
+    out = " ".join(out.split())
+    assert code == 0
+    assert "default: None" not in out and "default: True" not in out
+    assert "default 3" in out and "default lenet5" in out and "default adam" in out
+
+
 def test_train_writes_everything(tmp_path, data_dir, capsys):
     out_dir = tmp_path / "run"
     code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir)], capsys)

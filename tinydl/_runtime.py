@@ -49,6 +49,33 @@ if INTERPRET:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(int(os.environ.get("TINYDL_BLAS_THREADS", "1")), user_api="blas")
+
+
+def _fix_interpreter_index() -> None:
+    """Let Triton 3.6's interpreter use a scalar kernel argument as a ``range`` bound with numpy >= 2.4.
+
+    The interpreter keeps a scalar argument as a numpy array of shape (1,) and converts it for
+    ``range(0, K, BLOCK_K)`` with ``int(array)``, which numpy 2.4 refuses ("only 0-dimensional
+    arrays can be converted"); later Triton versions squeeze the array first. Every K loop of
+    tinydl's GEMM-shaped kernels has such a bound, so on Triton 3.6 the whole CPU path needs this.
+    Only the interpreter is touched; compiled kernels never call ``__index__``.
+    """
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_tinydl_squeezes", False):
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor._tinydl_squeezes = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if INTERPRET:
+    _fix_interpreter_index()
 #: True only for the ahead-of-time compile check (no launches possible).
 AOT: bool = os.environ.get("TINYDL_AOT") == "1"
 

@@ -146,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="versions, device and kernel mode")
 
-    t = sub.add_parser("train", help="train a model (default: LeNet-5 on the embedded mnist-5k)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # None defaults: what the user did not give comes from TrainConfig (or from the checkpoint on --resume)
+    # None defaults: what the user did not give comes from TrainConfig (or from the checkpoint on
+    # --resume), so each help text names the real default itself (ArgumentDefaultsHelpFormatter would
+    # print "(default: None)")
+    t = sub.add_parser("train", help="train a model (default: LeNet-5 on the embedded mnist-5k)")
     t.add_argument("--model", choices=MODELS, default=None, help=f"network (default {d.model})")
     t.add_argument("--dataset", choices=("mnist-5k", "mnist", "fashion-mnist"), default=None,
                    help=f"data (default {d.dataset}, embedded, no network)")

@@ -67,22 +67,6 @@ CSV_COLUMNS = ["kernel", "case", "provider", "mode", "shape", "dtype", "p20_ms",
                "device", "peaks_of", "torch", "triton", "tinydl", "cuda", "python", "date"]
 #: max |tinydl - torch| / max |torch| accepted per precision before timing
 TOLERANCE = {"fp32": 1e-4, "tf32": 2e-2, "bf16": 3e-2}
-#: tinydl public function (or optimizer class) per family: a family whose entry is missing is skipped
-REQUIRES = {"linear": (F, "linear"), "cross_entropy": (F, "cross_entropy"), "softmax": (F, "softmax"),
-            "conv2d": (F, "conv2d"), "max_pool2d": (F, "max_pool2d"), "sgd": (optim, "SGD"),
-            "adam": (optim, "Adam")}
-
-
-def missing_families(families) -> dict[str, str]:
-    """family -> what is missing, for the families whose tinydl entry point does not exist yet."""
-    out = {}
-    for f in families:
-        mod, name = REQUIRES[f]
-        if getattr(mod, name, None) is None:
-            out[f] = f"{mod.__name__}.{name}"
-    return out
-
-
 # ------------------------------------------------------------------------------------------------
 # Problems: one per family, each building inputs and the torch / tinydl functions
 # ------------------------------------------------------------------------------------------------
@@ -520,10 +504,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
 
     families = args.family or list(_shapes.FAMILIES)
-    missing = missing_families(families)
-    for fam, what in missing.items():
-        console.print(f"[yellow]skipped {fam}: {what} is not available in tinydl yet[/]")
-    families = [f for f in families if f not in missing]
     cases = _shapes.select(families, quick=args.quick, tiny=not gpu, name_filter=args.filter)
 
     providers = list(args.provider or PROVIDERS)
@@ -551,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or Path("benchmarks/results") / (
         f"{_dt.date.today().isoformat()}-{_slug(env['device']) if gpu else 'cpu-smoke'}")
-    meta = dict(env, gpu=gpu, timer=timer.name, note="" if gpu else CPU_NOTE, skipped=missing,
+    meta = dict(env, gpu=gpu, timer=timer.name, note="" if gpu else CPU_NOTE,
                 providers=providers, quick=args.quick, argv=list(argv if argv is not None else sys.argv[1:]))
     if rows:
         print_table(rows, gpu, console)
