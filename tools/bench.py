@@ -475,8 +475,8 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-").lower()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small subset (on a CPU: the tiny smoke-test shapes)")
     ap.add_argument("--family", action="append", choices=_shapes.FAMILIES, help="only these families")
     ap.add_argument("--filter", help="only cases whose name contains this")

@@ -127,8 +127,8 @@ def print_roofline(rows: list[dict], console) -> None:
     console.print(t)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, action="append", choices=(80, 90), help="SM version(s), default 90 and 80")
     ap.add_argument("--filter", help="regex on the kernel configuration name (e.g. 'linear_fwd', 'sgd')")
     ap.add_argument("--family", action="append", choices=_shapes.FAMILIES, help="roofline: only these families")

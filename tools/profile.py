@@ -366,8 +366,8 @@ def print_model(res: dict, gpu: bool, console) -> None:
         console.print(f"[dim]note: {escape(note)}[/]")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", choices=("mlp", "lenet5"), help="default: both")
     ap.add_argument("--batch", type=int, help="batch size (default 128; 8 in --smoke)")
     ap.add_argument("--steps", type=int, help="profiled steps (default 10; 1 in --smoke)")
