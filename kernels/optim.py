@@ -44,11 +44,26 @@ def sgd_kernel(p_ptr, g_ptr, buf_ptr, n, lr, grad_sign, weight_decay, momentum, 
 
 
 @triton.jit
-def adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, n, grad_sign, p_decay, weight_decay, m_weight, one_minus_beta2,
-                beta2, eps, neg_step_size, bc2_sqrt,
-                AMSGRAD: tl.constexpr, BLOCK: tl.constexpr):
+def adam_count_step_kernel(step_ptr):
+    # capturable Adam: the step count lives on the device, so a replayed CUDA graph advances it.
+    # One program, launched before adam_kernel: incrementing inside adam_kernel would race with
+    # the other programs reading it.
+    tl.store(step_ptr, tl.load(step_ptr) + 1.0)
+
+
+@triton.jit
+def adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, step_ptr, n, grad_sign, p_decay, weight_decay, m_weight,
+                one_minus_beta2, beta2, eps, neg_step_size, bc2_sqrt, neg_lr, beta1,
+                AMSGRAD: tl.constexpr, STEP_ON_DEVICE: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
+    if STEP_ON_DEVICE:
+        # the bias corrections of the step the device holds (after adam_count_step_kernel), in
+        # float64 like the host path: -lr / (1 - beta1^t) and sqrt(1 - beta2^t), beta^t = e^(t ln beta)
+        t = tl.load(step_ptr).to(tl.float64)
+        bc1 = 1.0 - tl.exp(t * tl.log(tl.cast(beta1, tl.float64)))
+        neg_step_size = (tl.cast(neg_lr, tl.float64) / bc1).to(tl.float32)
+        bc2_sqrt = tl.sqrt(1.0 - tl.exp(t * tl.log(tl.cast(beta2, tl.float64)))).to(tl.float32)
     p = tl.load(p_ptr + offs, mask=mask).to(tl.float32)
     g = tl.load(g_ptr + offs, mask=mask).to(tl.float32) * grad_sign
     # AdamW decays the parameter (p_decay = 1 - lr*wd, weight_decay = 0); Adam adds wd*p to the
@@ -104,26 +119,37 @@ def sgd_step(p: torch.Tensor, g: torch.Tensor, lr: float, buf: torch.Tensor | No
 
 
 def adam_step(p: torch.Tensor, g: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-              max_exp_avg_sq: torch.Tensor | None, step: int, *, lr: float, beta1: float, beta2: float, eps: float,
-              weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
+              max_exp_avg_sq: torch.Tensor | None, step: int | torch.Tensor, *, lr: float, beta1: float,
+              beta2: float, eps: float, weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
               maximize: bool = False) -> None:
-    """In place, PyTorch's Adam (``decoupled``: AdamW) at ``step`` (1-based, after the increment).
+    """In place, PyTorch's Adam (``decoupled``: AdamW).
 
-    The step-dependent bias corrections are computed here on the host, in float64 like PyTorch,
-    and passed as scalars."""
+    ``step``: an int, the step being taken (1-based): the bias corrections are computed here on
+    the host in float64, like PyTorch, and passed as scalars. Or a one-element float32 tensor on
+    ``p``'s device holding the steps taken so far (capturable Adam): it is incremented by a
+    one-program kernel and the bias corrections are computed on the device, so a CUDA graph that
+    replays this update keeps counting."""
     g = g.contiguous()
     if amsgrad and max_exp_avg_sq is None:
         raise ValueError("adam_step: amsgrad needs max_exp_avg_sq")
     n = _check_flat(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None)
+    on_device = isinstance(step, torch.Tensor)
+    if on_device and (step.numel() != 1 or step.dtype != torch.float32 or step.device != p.device):
+        raise ValueError(f"adam_step: a step tensor must be one float32 element on {p.device}, got "
+                         f"{step.dtype} {tuple(step.shape)} on {step.device}")
     if not n:
         return
-    bc1 = 1 - beta1 ** step
-    bc2_sqrt = (1 - beta2 ** step) ** 0.5
+    if on_device:
+        adam_count_step_kernel[(1,)](step)
+        neg_step_size, bc2_sqrt = 0.0, 1.0  # computed by the kernel
+    else:
+        neg_step_size, bc2_sqrt = -(lr / (1 - beta1 ** step)), (1 - beta2 ** step) ** 0.5
     p_decay = 1 - lr * weight_decay if decoupled else 1.0
     wd = 0.0 if decoupled else float(weight_decay)
-    adam_kernel[elementwise_grid(n)](p, g, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else exp_avg_sq, n,
-                                     -1.0 if maximize else 1.0, p_decay, wd, 1 - beta1, 1 - beta2, float(beta2),
-                                     float(eps), -(lr / bc1), bc2_sqrt, AMSGRAD=bool(amsgrad),
+    adam_kernel[elementwise_grid(n)](p, g, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else exp_avg_sq,
+                                     step if on_device else p, n, -1.0 if maximize else 1.0, p_decay, wd, 1 - beta1,
+                                     1 - beta2, float(beta2), float(eps), neg_step_size, bc2_sqrt, -float(lr),
+                                     float(beta1), AMSGRAD=bool(amsgrad), STEP_ON_DEVICE=on_device,
                                      BLOCK=ELEMENTWISE_BLOCK)
 
 
@@ -235,12 +261,13 @@ def _specs():
                      "weight_decay": "fp32", "momentum": "fp32", "buf_decay": "fp32", "grad_weight": "fp32"}
             specs.append(AotSpec(f"sgd_kernel[{dt}/mom{int(mom)}/nest{int(nest)}]", sgd_kernel,
                                  signature(sgd_kernel, types, c), c, archs=archs if mom and not nest else (90,)))
-        for ams in (False, True):
-            c = {"AMSGRAD": ams, "BLOCK": 1024}
-            types = {"p_ptr": ptr, "g_ptr": ptr, "m_ptr": ptr, "v_ptr": ptr, "vmax_ptr": ptr, "n": "i64"}
+        for ams, dev in ((False, False), (True, False), (False, True)):
+            c = {"AMSGRAD": ams, "STEP_ON_DEVICE": dev, "BLOCK": 1024}
+            types = {"p_ptr": ptr, "g_ptr": ptr, "m_ptr": ptr, "v_ptr": ptr, "vmax_ptr": ptr,
+                     "step_ptr": "*fp32" if dev else ptr, "n": "i64"}
             types.update({k: "fp32" for k in ("grad_sign", "p_decay", "weight_decay", "m_weight", "one_minus_beta2",
-                                              "beta2", "eps", "neg_step_size", "bc2_sqrt")})
-            specs.append(AotSpec(f"adam_kernel[{dt}/amsgrad{int(ams)}]", adam_kernel,
+                                              "beta2", "eps", "neg_step_size", "bc2_sqrt", "neg_lr", "beta1")})
+            specs.append(AotSpec(f"adam_kernel[{dt}/amsgrad{int(ams)}/step_on_device{int(dev)}]", adam_kernel,
                                  signature(adam_kernel, types, c), c, archs=archs if not ams else (90,)))
         c = {"BLOCK": 1024}
         specs.append(AotSpec(f"grad_scale_kernel[{dt}]", grad_scale_kernel,

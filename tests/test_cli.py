@@ -64,6 +64,16 @@ def test_bench_and_profile_run_the_tools(tmp_path, capsys, monkeypatch):
     assert code == 2 and "tools/bench.py of a tinydl source checkout" in out
 
 
+def test_tf32_run_restores_the_matmul_precision(tmp_path, data_dir, capsys):
+    import tinydl as td
+
+    assert td.get_float32_matmul_precision() == "highest"
+    code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--max-steps", "1", "--precision", "tf32",
+                     "--out-dir", str(tmp_path / "run")], capsys)
+    assert code == 0, out
+    assert td.get_float32_matmul_precision() == "highest"  # not leaked into the rest of the process
+
+
 def test_train_writes_everything(tmp_path, data_dir, capsys):
     out_dir = tmp_path / "run"
     code, out = run(["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir)], capsys)
@@ -164,6 +174,8 @@ def test_eval_and_predict(tmp_path, data_dir, capsys):
     (["train", "--dataset", "cifar"], "invalid choice"),
     (["train", "--resume", "/nonexistent/ckpt.safetensors"], "ckpt.safetensors"),
     (["eval", "--checkpoint", "/nonexistent/x.safetensors"], "x.safetensors"),
+    pytest.param(["train", "--cuda-graph"], "--cuda-graph needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU error")),
 ])
 def test_bad_usage_exits_2_and_writes_nothing(tmp_path, args, message, capsys):
     out_dir = tmp_path / "never"

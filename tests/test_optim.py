@@ -100,6 +100,54 @@ def test_adam_follows_torch(cls, kw):
             torch.testing.assert_close(o.state[p][n], r.state[rp[i]][n], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("cls,kw", [("Adam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+                                    ("AdamW", dict(lr=1e-2, betas=(0.3, 0.9), maximize=True))], ids=["Adam", "AdamW"])
+def test_capturable_adam_follows_torch(cls, kw):
+    # the step count lives on the device and the kernel computes the bias corrections from it
+    steps = 30  # the bias corrections still matter (beta2 = 0.9 or 0.999)
+    tp, rp, o, r = _run_pair(lambda p: getattr(optim, cls)(p, capturable=True, **kw),
+                             lambda p: getattr(torch.optim, cls)(p, **kw), steps=steps, skip=())
+    _assert_traj(tp, rp)
+    counts = {o.state[p]["step"].data_ptr() for p in tp}
+    assert len(counts) == 1 and o.state[tp[0]]["step"].device == tp[0].data.device  # one count per group
+    assert all(o.state[p]["step"].item() == steps for p in tp)
+    # its state_dict continues in a non-capturable Adam (and in torch.optim) with the same trajectory
+    sd = o.state_dict()
+    assert sd["param_groups"][0]["capturable"] is True
+    o2 = getattr(optim, cls)(tp, **kw)
+    o2.load_state_dict(sd)
+    o2.param_groups[0]["capturable"] = False
+    r.load_state_dict({"state": sd["state"], "param_groups": [dict(g, capturable=False) for g in sd["param_groups"]]})
+    for step in range(steps, steps + 5):
+        for a, b, g in zip(tp, rp, _grads(step)):
+            a.grad, b.grad = g.clone(), g.clone()
+        o2.step()
+        r.step()
+    _assert_traj(tp, rp)
+
+
+def test_capturable_adam_needs_every_gradient():
+    ps = [td.Tensor(torch.randn(s), requires_grad=True) for s in SHAPES]
+    opt = optim.Adam(ps, lr=0.1, capturable=True)
+    for p in ps:
+        p.grad = torch.randn(p.shape)
+    ps[2].grad = None
+    before = [p.data.clone() for p in ps]
+    with pytest.raises(RuntimeError, match=r"parameter 2 of a group \(shape \(129,\)\) has no gradient"):
+        opt.step()
+    assert all(torch.equal(a, p.data) for a, p in zip(before, ps))  # nothing was updated
+    # per-parameter counts from a state_dict that differ cannot become one device count
+    plain = optim.Adam(ps, lr=0.1)
+    ps[2].grad = None
+    plain.step()
+    ps[2].grad = torch.randn(129)
+    plain.step()
+    opt.load_state_dict(plain.state_dict())
+    opt.param_groups[0]["capturable"] = True
+    with pytest.raises(RuntimeError, match=r"different step counts \[1.0, 2.0\]"):
+        opt.step()
+
+
 def test_one_launch_per_group_step(monkeypatch):
     calls = []
     real = _k.adam_step

@@ -272,7 +272,7 @@ def test_cuda_graph_step_needs_a_gpu():
 
     assert not cuda_graphs_available()
     with pytest.raises(RuntimeError, match="CudaGraphStep needs a CUDA GPU.*interpreter"):
-        CudaGraphStep(lambda x: x, (torch.zeros(2),))
+        CudaGraphStep(lambda x: x)
 
 
 @pytest.mark.cuda
@@ -302,21 +302,65 @@ def test_cuda_graph_training_matches_eager():
         return step
 
     estep = step_fn(eager, eopt)
-    X0, Y0 = td.Tensor(batches[0][0]), td.Tensor(batches[0][1])
-    for _ in range(3):  # the warm-up steps on the example batch (the capture records, it does not run)
-        estep(X0, Y0)
-    graph = CudaGraphStep(step_fn(graphed, gopt), (X0, Y0), warmup=3)
-    for x, y in batches[1:]:
+    graph = CudaGraphStep(step_fn(graphed, gopt), warmup=2)
+    for i, (x, y) in enumerate(batches):  # calls 1-2 eager, call 3 captures and replays, then replays
         eloss = estep(td.Tensor(x), td.Tensor(y))
         gloss = graph(td.Tensor(x), td.Tensor(y))
+        assert (graph.graph is not None) == (i >= 2)
         torch.testing.assert_close(gloss.data, eloss.data, rtol=1e-5, atol=1e-6)
+    for pe, pg in zip(eager.parameters(), graphed.parameters()):  # the same number of steps on each side
+        torch.testing.assert_close(pg.data, pe.data, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="set up for shape"):
+        graph(td.Tensor(batches[0][0][:8]), td.Tensor(batches[0][1][:8]))
+    # a changed lr takes effect after recapture(); until then the graph replays the old one
+    for g in (eopt.param_groups[0], gopt.param_groups[0]):
+        g["lr"] = 0.01
+    graph.recapture()
+    for x, y in batches[:2]:
+        estep(td.Tensor(x), td.Tensor(y))
+        graph(td.Tensor(x), td.Tensor(y))
     for pe, pg in zip(eager.parameters(), graphed.parameters()):
         torch.testing.assert_close(pg.data, pe.data, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="captured for shape"):
-        graph(td.Tensor(batches[0][0][:8]), td.Tensor(batches[0][1][:8]))
 
     # inference: a graph of the forward under no_grad replays the eager result on new inputs
     with td.no_grad():
-        infer = CudaGraphStep(lambda x: graphed(x), (X0,), warmup=1)
-        x = torch.randn(16, 20, device="cuda")
-        torch.testing.assert_close(infer(x).data, graphed(td.Tensor(x)).data)
+        infer = CudaGraphStep(lambda x: graphed(x), warmup=1)
+        for _ in range(3):
+            x = torch.randn(16, 20, device="cuda")
+            torch.testing.assert_close(infer(x).data, graphed(td.Tensor(x)).data)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capturable_adam_and_schedule_match_eager():
+    # the default `tinydl train` step (LeNet-5, cross-entropy, Adam, a per-epoch lr change) under a graph
+    from tinydl import functional as F
+    from tinydl import models, optim
+    from tinydl.cuda_graph import CudaGraphStep
+
+    def make(capturable):
+        td.manual_seed(0)
+        model = models.lenet5()
+        return model, optim.Adam(model.parameters(), lr=5e-3, capturable=capturable)
+
+    def step_fn(model, opt):
+        def step(x, y):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+
+    (em, eo), (gm, go) = make(False), make(True)
+    estep, gstep = step_fn(em, eo), CudaGraphStep(step_fn(gm, go))
+    for _epoch in range(2):
+        for _ in range(6):
+            x = td.Tensor(torch.randn(32, 1, 28, 28, device="cuda"))
+            y = td.Tensor(torch.randint(0, 10, (32,), device="cuda"))
+            torch.testing.assert_close(gstep(x, y).data, estep(x, y).data, rtol=1e-4, atol=1e-5)
+        for o in (eo, go):
+            o.param_groups[0]["lr"] *= 0.5
+        gstep.recapture()
+    for pe, pg in zip(em.parameters(), gm.parameters()):
+        torch.testing.assert_close(pg.data, pe.data, rtol=1e-4, atol=1e-5)
+    assert go.state[next(iter(gm.parameters()))]["step"].item() == 12

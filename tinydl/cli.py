@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default=None, help="continue from a checkpoint (e.g. OUT/last.safetensors)")
     t.add_argument("--max-steps", type=_int, default=None, help="stop after this many optimizer steps")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="plain lines, no live bar")
-    t.add_argument("--cuda-graph", action="store_true", default=None, help="capture the step as a CUDA graph")
+    t.add_argument("--cuda-graph", action="store_true", default=None,
+                   help="replay each training step as one CUDA graph "
+                        "(GPU; steps 1-3 run eagerly, the last partial batch of an epoch is dropped)")
 
     e = sub.add_parser("eval", help="accuracy, loss and confusion matrix of a checkpoint on the test split")
     e.add_argument("--checkpoint", required=True)

@@ -73,10 +73,6 @@ class TrainConfig:
                 raise UsageError(msg)
         if self.cuda_graph and _runtime.device() != "cuda":
             raise UsageError("--cuda-graph needs a CUDA GPU (this run is on the CPU interpreter)")
-        if self.cuda_graph and (self.optimizer != "sgd" or self.schedule != "none"):
-            # a graph freezes host scalars: Adam's step count (bias correction) and a scheduled lr
-            raise UsageError("--cuda-graph supports --optimizer sgd --schedule none only: Adam's step count "
-                             "and a scheduled lr live on the host and would be frozen in the graph")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -97,9 +93,10 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module):
     params = list(model.parameters())
     if cfg.optimizer == "sgd":
         return optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # under a CUDA graph Adam's step count must live on the device (the lr is handled by recapturing)
     if cfg.optimizer == "adam":
-        return optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 0.01)
+        return optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=cfg.cuda_graph)
+    return optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 0.01, capturable=cfg.cuda_graph)
 
 
 def build_scheduler(cfg: TrainConfig, opt):
@@ -192,7 +189,7 @@ class StopFlag:
 RESUME_MAY_CHANGE = ("epochs", "max_steps", "out_dir", "data_dir", "download", "cuda_graph")
 
 
-def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, given: frozenset = frozenset()) -> int:
+def _train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, given: frozenset = frozenset()) -> int:
     """Train per ``cfg``; returns the process exit code (0 done, 1 non-finite loss, 130/143 signal).
 
     With ``resume``, the run continues as the checkpoint's config says; of the settings named in
@@ -265,8 +262,7 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, gi
         from tinydl.cuda_graph import CudaGraphStep
 
         train_loader.drop_last = True
-        x0, y0 = next(iter(train_loader))
-        step_fn = CudaGraphStep(train_step, (x0, y0))
+        step_fn = CudaGraphStep(train_step)  # steps 1-3 eager (warm-up), step 4 captures, then replays
 
     step_times: list[float] = []
     t_run = time.perf_counter()
@@ -316,6 +312,8 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, gi
             lr = opt.param_groups[0]["lr"]
             if sched is not None:
                 sched.step()
+                if cfg.cuda_graph:
+                    step_fn.recapture()  # the graph holds the old lr as a kernel argument
             elapsed = time.perf_counter() - t_epoch
             row = dict(epoch=epoch + 1, step=step, train_loss=epoch_loss / max(epoch_seen, 1), test_loss=test_loss,
                        test_acc=test_acc, lr=lr, time_s=elapsed, samples_per_s=seen_now / max(elapsed, 1e-9))
@@ -344,3 +342,13 @@ def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, gi
                            if p.exists()),
     })
     return 0
+
+
+def train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, given: frozenset = frozenset()) -> int:
+    """Run the training described by ``cfg`` (see ``_train``); returns the exit code. A ``--precision
+    tf32`` run switches tinydl's fp32 matmul precision for its duration only."""
+    precision = td.get_float32_matmul_precision()
+    try:
+        return _train(cfg, display, resume, given)
+    finally:
+        td.set_float32_matmul_precision(precision)

@@ -218,7 +218,8 @@ class Optimizer:
     # --- state_dict ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """PyTorch's format: ``state`` keyed by the parameter's index (over all groups, in order),
-        ``param_groups`` with ``params`` as lists of those indices. Tensors are references."""
+        ``param_groups`` with ``params`` as lists of those indices. Tensors are references, except the
+        ``step`` counts (copies)."""
         index: dict[int, int] = {}
         groups = []
         for g in self.param_groups:
@@ -229,7 +230,11 @@ class Optimizer:
             packed = {k: v for k, v in g.items() if k != "params"}
             packed["params"] = ids
             groups.append(packed)
-        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index and s}
+        # step counts are copied: a capturable Adam's parameters share one device count, and a loader
+        # that increments each parameter's step in place (torch.optim) must not see them aliased
+        state = {index[id(p)]: {k: v.clone() if k == "step" and isinstance(v, torch.Tensor) else v
+                                for k, v in s.items()}
+                 for p, s in self.state.items() if id(p) in index and s}
         return {"state": dict(sorted(state.items())), "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
