@@ -543,7 +543,8 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
             conv_w = (stride[0], stride[1], 0, 0, dilation[0], dilation[1])
         conv2d_bwd_dw_kernel[(tiles, split, groups)](
             dy, s, xx, dw_out if run_dw else dy, db_out if need_db else dy,
-            N, HX, WX, P, Q, R, S, CG if run_dw else 1, KG, K,
+            # bias only: a 1x1, 1-channel "filter", so the kernel's c*r*s axis is the one column the grid has
+            N, HX, WX, P, Q, R if run_dw else 1, S if run_dw else 1, CG if run_dw else 1, KG, K,
             *dy.stride(), *xx.stride(),
             K * crs, crs, K, *conv_w, per_split, float(alpha),
             ACT=act, HAS_DW=run_dw, HAS_DB=need_db, IN_BOUNDS=conv_w[2:4] == (0, 0),
@@ -563,7 +564,8 @@ def _reduce(ws: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     split = ws.shape[0]
     L = ws[0].numel()
     out = torch.empty(ws.shape[1:], device=ws.device, dtype=dtype)
-    conv2d_bwd_reduce_kernel[(triton.cdiv(L, REDUCE_BLOCK),)](ws, out, L, split, BLOCK=REDUCE_BLOCK)
+    conv2d_bwd_reduce_kernel[(triton.cdiv(L, REDUCE_BLOCK),)](ws, out, L, split, BLOCK=REDUCE_BLOCK, num_warps=4,
+                                                              num_stages=1)  # as in its AOT spec
     return out
 
 

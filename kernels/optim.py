@@ -140,7 +140,7 @@ def adam_step(p: torch.Tensor, g: torch.Tensor, exp_avg: torch.Tensor, exp_avg_s
     if not n:
         return
     if on_device:
-        adam_count_step_kernel[(1,)](step)
+        adam_count_step_kernel[(1,)](step, num_warps=1)  # as in its AOT spec
         neg_step_size, bc2_sqrt = 0.0, 1.0  # computed by the kernel
     else:
         neg_step_size, bc2_sqrt = -(lr / (1 - beta1 ** step)), (1 - beta2 ** step) ** 0.5
@@ -279,6 +279,8 @@ def _specs():
                                  signature(grad_norm_partial_kernel, {"g_ptr": ptr, "part_ptr": "*fp32", "n": "i64",
                                                                       "p": "fp32"}, c), c,
                                  archs=archs if kind == 0 else (90,)))
+    specs.append(AotSpec("adam_count_step_kernel", adam_count_step_kernel,
+                         signature(adam_count_step_kernel, {"step_ptr": "*fp32"}, {}), {}, num_warps=1))
     for kind in range(4):
         c = {"KIND": kind, "BLOCK": 1024}
         specs.append(AotSpec(f"grad_norm_total_kernel[kind{kind}]", grad_norm_total_kernel,

@@ -26,6 +26,9 @@ from ._common import INTERP_IDX64, INTERPRET, AotSpec, signature
 
 # The interpreter runs one program as numpy ops on whole blocks: one big block; 512 lanes on GPU.
 POOL_BLOCK = 1 << 17 if INTERPRET else 512
+#: launch options of every pool kernel, the same ones the AOT check compiles (no tl.dot: nothing
+#: for a software pipeline to overlap, so one stage)
+POOL_LAUNCH = dict(num_warps=4, num_stages=1)
 #: Max-pool backward over disjoint windows (LeNet's 2x2/stride 2) as a scatter of dy to the argmax:
 #: ~4x fewer elements and far fewer ops than the kH*kW-tap gather, which matters in the
 #: interpreter. A GPU keeps the gather (no zero-fill pass; the extra taps are cache hits).
@@ -140,7 +143,9 @@ def _avg_divisor(oh, ow, H, W, KH, KW, str_h, str_w, pad_h, pad_w, COUNT_PAD: tl
         d = ((he - hs) * (we - ws)).to(tl.float32)
     else:
         d = ((tl.minimum(he, H) - tl.maximum(hs, 0)) * (tl.minimum(we, W) - tl.maximum(ws, 0))).to(tl.float32)
-    d = tl.where(divisor != 0, divisor.to(tl.float32), d)
+    # tl.cast, not divisor.to(): divisor_override=1 reaches the kernel as a constexpr (Triton
+    # specialises int arguments equal to 1), and a plain int has no .to()
+    d = tl.where(divisor != 0, tl.cast(divisor, tl.float32), d)
     return d
 
 
@@ -239,7 +244,7 @@ def max_pool2d_fwd(x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode
         max_pool2d_fwd_kernel[_grid(total)](
             x, y, idx if save_idx else y, total, C, H, W, OH, OW, *x.stride(),
             kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-            SAVE_IDX=save_idx, IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK,
+            SAVE_IDX=save_idx, IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK, **POOL_LAUNCH,
         )
     return y, idx
 
@@ -254,7 +259,7 @@ def max_pool2d_bwd(dy: torch.Tensor, idx: torch.Tensor, x_shape, kernel, stride,
         total = dy.numel()
         if total and dx.numel():
             max_pool2d_bwd_scatter_kernel[_grid(total)](
-                dy, idx, dx, total, C, H * W, OH, OW, *dy.stride(), IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK)
+                dy, idx, dx, total, C, H * W, OH, OW, *dy.stride(), IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK, **POOL_LAUNCH)
         return dx
     dx = torch.empty(x_shape, device=dy.device, dtype=dy.dtype)
     total = dx.numel()
@@ -262,7 +267,7 @@ def max_pool2d_bwd(dy: torch.Tensor, idx: torch.Tensor, x_shape, kernel, stride,
         max_pool2d_bwd_kernel[_grid(total)](
             dy, idx, dx, total, C, H, W, OH, OW, *dy.stride(),
             kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-            IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK,
+            IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK, **POOL_LAUNCH,
         )
     return dx
 
@@ -277,7 +282,7 @@ def avg_pool2d_fwd(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool, co
         avg_pool2d_fwd_kernel[_grid(total)](
             x, y, total, C, H, W, OH, OW, *x.stride(),
             kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], int(divisor_override or 0),
-            COUNT_PAD=bool(count_include_pad), IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK,
+            COUNT_PAD=bool(count_include_pad), IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK, **POOL_LAUNCH,
         )
     return y
 
@@ -292,7 +297,7 @@ def avg_pool2d_bwd(dy: torch.Tensor, x_shape, kernel, stride, padding, count_inc
         avg_pool2d_bwd_kernel[_grid(total)](
             dy, dx, total, C, H, W, OH, OW, *dy.stride(),
             kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], int(divisor_override or 0),
-            COUNT_PAD=bool(count_include_pad), IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK,
+            COUNT_PAD=bool(count_include_pad), IDX64=INTERP_IDX64, BLOCK=POOL_BLOCK, **POOL_LAUNCH,
         )
     return dx
 
@@ -322,7 +327,14 @@ def _aot_specs():
                 # the scatter backward runs only in the interpreter: it just has to compile
                 first = i == 0 and kernel is not max_pool2d_bwd_scatter_kernel
                 specs.append(AotSpec(f"{kernel.__name__}[{tag}]", kernel, signature(kernel, types, c), c,
-                                     num_warps=4, num_stages=1, archs=archs if first else (90,)))
+                                     **POOL_LAUNCH, archs=archs if first else (90,)))
+        for kernel in (avg_pool2d_fwd_kernel, avg_pool2d_bwd_kernel):
+            # divisor_override=1: Triton specialises an int argument equal to 1 into a constexpr
+            c = dict(COUNT_PAD=True, IDX64=False, BLOCK=512, divisor=1)
+            types = {a: ("i32" if a in ints or a.startswith("stride_") else f"*{dtype}")
+                     for a in kernel.arg_names if a not in c}
+            specs.append(AotSpec(f"{kernel.__name__}[{dtype}/divisor=1]", kernel, signature(kernel, types, c), c,
+                                 **POOL_LAUNCH, archs=(90,)))
     return specs
 
 

@@ -30,8 +30,11 @@ TORCH_ACT = {
 TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2)}
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype=torch.float32, what="", rtol=None, atol=None):
-    r, a = TOL[dtype]
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype=torch.float32, what="", rtol=None, atol=None,
+                 tol: tuple[float, float] | None = None):
+    """``tol``: (rtol, atol as a fraction of the reference's largest magnitude) instead of ``TOL[dtype]``
+    (e.g. TF32, whose rounding is relative to the magnitudes summed); ``rtol``/``atol`` override both."""
+    r, a = tol or TOL[dtype]
     rtol = r if rtol is None else rtol
     scale = expected.detach().abs().nan_to_num(0, 0, 0).max().item() if expected.numel() else 0.0
     atol = a * max(scale, 1e-3) if atol is None else atol
@@ -40,7 +43,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype=torch.float
 
 
 def check_op(td_fn: Callable, torch_fn: Callable, inputs: Sequence, requires_grad: Sequence[bool] | None = None,
-             ref_dtype=torch.float64, grad_out: torch.Tensor | None = None, rtol=None, atol=None):
+             ref_dtype=torch.float64, grad_out: torch.Tensor | None = None, rtol=None, atol=None,
+             tol: tuple[float, float] | None = None):
     """Compare ``td_fn(*tinydl inputs)`` with ``torch_fn(*reference inputs)``, forward and backward.
 
     ``inputs`` are torch tensors (any strides; tinydl gets them as they are, non-contiguous
@@ -63,7 +67,7 @@ def check_op(td_fn: Callable, torch_fn: Callable, inputs: Sequence, requires_gra
     ref = torch_fn(*ref_in)
     assert out.shape == ref.shape, f"forward shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
     assert out.dtype == dtype, f"forward dtype {out.dtype} != input dtype {dtype}"
-    assert_close(out.data, ref, dtype, "forward", rtol, atol)
+    assert_close(out.data, ref, dtype, "forward", rtol, atol, tol)
     if any(requires_grad):
         g = grad_out if grad_out is not None else torch.randn(ref.shape, dtype=torch.float32)
         out.backward(g.to(out.dtype).to(out.device))
@@ -72,7 +76,7 @@ def check_op(td_fn: Callable, torch_fn: Callable, inputs: Sequence, requires_gra
             if rg:
                 assert t.grad is not None, f"input {i}: no gradient"
                 assert t.grad.shape == t.shape, f"input {i}: gradient shape {tuple(t.grad.shape)}"
-                assert_close(t.grad, r.grad, dtype, f"grad of input {i}", rtol, atol)
+                assert_close(t.grad, r.grad, dtype, f"grad of input {i}", rtol, atol, tol)
     return out, ref
 
 

@@ -87,10 +87,11 @@ def test_avg_pool_sweep(shape, kw):
     check_op(td_avg(count_include_pad=False, **kw), ref_avg(count_include_pad=False, **kw), [torch.randn(*shape)])
 
 
-def test_avg_pool_divisor_override():
+@pytest.mark.parametrize("divisor", [5, 1])  # 1: a constexpr on the GPU (see the AOT specs)
+def test_avg_pool_divisor_override(divisor):
     x = torch.randn(2, 3, 7, 8)
-    check_op(td_avg(kernel_size=3, stride=2, padding=1, divisor_override=5),
-             ref_avg(kernel_size=3, stride=2, padding=1, divisor_override=5), [x])
+    check_op(td_avg(kernel_size=3, stride=2, padding=1, divisor_override=divisor),
+             ref_avg(kernel_size=3, stride=2, padding=1, divisor_override=divisor), [x])
 
 
 def test_max_pool_nan_and_inf_in_windows():

@@ -64,17 +64,21 @@ class Binary(Function):
 
 
 def _operands(op: str, a, b) -> tuple[Tensor, Tensor]:
-    """Tensors or Python numbers; a number becomes a 0-d tensor of the other operand's dtype."""
+    """Tensors or Python numbers; a number becomes a 0-d tensor of the other operand's dtype.
+
+    (``torch.full``, not ``torch.tensor``: on a GPU the latter copies from pageable host memory, a
+    sync in eager mode and an error inside a CUDA-graph capture; a fill passes the value as a
+    kernel argument.)"""
     a_num = isinstance(a, numbers.Real) and not isinstance(a, bool)
     b_num = isinstance(b, numbers.Real) and not isinstance(b, bool)
     if a_num and b_num:
         raise TypeError(f"{op}: at least one operand must be a Tensor, got two numbers")
     if a_num:
         b = as_tensor(b, "other")
-        a = Tensor(torch.tensor(float(a), dtype=b.dtype, device=b.device))
+        a = Tensor(torch.full((), float(a), dtype=b.dtype, device=b.device))
     elif b_num:
         a = as_tensor(a, "input")
-        b = Tensor(torch.tensor(float(b), dtype=a.dtype, device=a.device))
+        b = Tensor(torch.full((), float(b), dtype=a.dtype, device=a.device))
     else:
         a, b = as_tensor(a, "input"), as_tensor(b, "other")
     check_float(op, input=a, other=b)
@@ -121,7 +125,7 @@ def div(input, other, *, rounding_mode: str | None = None) -> Tensor:
 def neg(input) -> Tensor:
     x = as_tensor(input, "input")
     check_float("neg", input=x)
-    return Binary.apply(x, Tensor(torch.tensor(-1.0, dtype=x.dtype, device=x.device)), _k.OP_MUL)
+    return Binary.apply(x, Tensor(torch.full((), -1.0, dtype=x.dtype, device=x.device)), _k.OP_MUL)
 
 
 # ------------------------------------------------------------------------------------------------
