@@ -19,12 +19,12 @@ STEPS = 100
 
 def _grads(step: int):
     """A deterministic gradient sequence, the same for both sides (fp32)."""
-    g = torch.Generator().manual_seed(1000 + step)
+    g = torch.Generator(torch.get_default_device()).manual_seed(1000 + step)
     return [torch.randn(s, generator=g) for s in SHAPES]
 
 
 def _run_pair(make_td, make_torch, steps=STEPS, skip=(NO_GRAD,), sparse_every=None):
-    gen = torch.Generator().manual_seed(7)
+    gen = torch.Generator(torch.get_default_device()).manual_seed(7)
     init = [torch.randn(s, generator=gen) for s in SHAPES]
     tp = [td.Tensor(x.clone(), requires_grad=True) for x in init]
     rp = [x.clone().requires_grad_() for x in init]

@@ -22,7 +22,7 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
 @given(m=st.integers(1, 70), k=st.integers(1, 70), n=st.integers(1, 70), act=st.sampled_from(list(ACTIVATIONS)),
        bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_linear_any_shape(m, k, n, act, bias, seed):
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(torch.get_default_device()).manual_seed(seed)
     x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g) / k**0.5, torch.randn(n, generator=g)
     inputs = [x, w, b] if bias else [x, w]
     check_op(lambda *a: F.linear(*a, activation=act), lambda *a: TORCH_ACT[act](TF.linear(*a)), inputs)
@@ -34,7 +34,7 @@ def test_linear_any_shape(m, k, n, act, bias, seed):
        seed=st.integers(0, 2**16))
 def test_conv2d_any_geometry(n, c, hw, k, r, stride, padding, dilation, seed):
     assume((r - 1) * dilation + 1 <= hw + 2 * padding)  # else an error case, tested in test_conv.py
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(torch.get_default_device()).manual_seed(seed)
     x = torch.randn(n, c, hw, hw + 1, generator=g)
     w, b = torch.randn(k, c, r, r, generator=g), torch.randn(k, generator=g)
     kw = dict(stride=stride, padding=padding, dilation=dilation)
@@ -46,7 +46,7 @@ def test_conv2d_any_geometry(n, c, hw, k, r, stride, padding, dilation, seed):
        reduction=st.sampled_from(["mean", "sum", "none"]), scale=st.sampled_from([1.0, 30.0]),
        seed=st.integers(0, 2**16))
 def test_cross_entropy_any_shape(n, c, smoothing, reduction, scale, seed):
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(torch.get_default_device()).manual_seed(seed)
     logits = torch.randn(n, c, generator=g) * scale
     target = torch.randint(0, c, (n,), generator=g)
     kw = dict(reduction=reduction, label_smoothing=smoothing)

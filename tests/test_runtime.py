@@ -52,3 +52,22 @@ def test_interpreter_scalar_argument_works_as_a_range_bound():
     finally:
         scope.restore()
     assert getattr(interpreter._patch_lang_tensor, "_tinydl_squeezes", False)
+
+
+def test_tensors_off_tinydls_device_are_a_clear_error():
+    import tinydl as td
+    from tinydl import functional as F
+    from tinydl import optim
+
+    meta = td.Tensor(torch.empty(2, 3, device="meta"))
+    ok = td.Tensor(torch.randn(4, 3, device=td.device()))
+    want = "cpu" if _runtime.INTERPRET else "cuda"
+    with pytest.raises(ValueError, match=rf"linear: input is on meta, but tinydl runs its kernels on {want}"):
+        F.linear(meta, ok)
+    with pytest.raises(ValueError, match=r"conv2d: weight is on meta"):
+        F.conv2d(td.Tensor(torch.randn(1, 3, 5, 5, device=td.device())), td.Tensor(torch.empty(2, 3, 3, 3,
+                                                                                              device="meta")))
+    p = td.Tensor(torch.empty(3, device="meta"), requires_grad=True)
+    p.grad = torch.empty(3, device="meta")
+    with pytest.raises(ValueError, match=r"SGD: parameter 0 of group 0 is on meta"):
+        optim.SGD([p], lr=0.1).step()

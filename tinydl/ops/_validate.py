@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from tinydl import _runtime
 from tinydl.autograd import Tensor
 from tinydl.kernels._common import FLOAT_DTYPES
 from tinydl.kernels.activations import activation_code
@@ -18,12 +19,23 @@ def as_tensor(x, name: str) -> Tensor:
     raise TypeError(f"{name} must be a tinydl.Tensor, got {type(x).__name__}")
 
 
+def check_device(op: str, name: str, t: torch.Tensor | Tensor) -> None:
+    """``t`` is where tinydl's kernels run: the GPU natively, the CPU in the interpreter."""
+    if _runtime.AOT:
+        return
+    want = "cpu" if _runtime.INTERPRET else "cuda"
+    if t.device.type != want:
+        raise ValueError(f"{op}: {name} is on {t.device}, but tinydl runs its kernels on {want} "
+                         f"({_runtime.mode()} mode); move it there first, e.g. x.to({_runtime.device()!r})")
+
+
 def check_float(op: str, **tensors: Tensor | None) -> None:
-    """All given tensors: a float dtype tinydl computes in, one dtype, one device."""
+    """All given tensors: a float dtype tinydl computes in, one dtype, on tinydl's device."""
     first = None
     for name, t in tensors.items():
         if t is None:
             continue
+        check_device(op, name, t)
         if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{op}: {name} has dtype {t.dtype}; supported: float32, float16, bfloat16")
         if first is None:

@@ -36,6 +36,7 @@ from typing import Any, Iterable
 import torch
 
 from tinydl.autograd import Tensor
+from tinydl.ops._validate import check_device
 
 
 class _Bucket:
@@ -172,7 +173,8 @@ class Optimizer:
         if buckets is None or any(b.stale() or tuple(b.states) != names for b in buckets) \
                 or sorted(packed) != sorted(id(p) for p in group["params"]):  # a param replaced/added/removed
             by_kind: dict[tuple, list[Tensor]] = {}
-            for p in group["params"]:
+            for i, p in enumerate(group["params"]):
+                check_device(type(self).__name__, f"parameter {i} of group {gi}", p.data)
                 by_kind.setdefault((p.data.dtype, p.data.device), []).append(p)
             buckets = [_Bucket(ps, names, self.state) for ps in by_kind.values()]
             self._buckets[gi] = buckets
