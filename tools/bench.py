@@ -90,6 +90,11 @@ class Problem:
     td_fn: Callable  # (*td_leaves) -> td.Tensor
     dy: torch.Tensor | None  # seed gradient (None: scalar loss)
     note: str = ""
+    td_dy: torch.Tensor | None = None  # tinydl's seed gradient when its layout differs (default: dy)
+
+    @property
+    def dy_td(self) -> torch.Tensor | None:
+        return self.dy if self.td_dy is None else self.td_dy
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
@@ -142,7 +147,8 @@ def make_problem(case: _shapes.Case, dtype: str, device: str) -> Problem:
                        lambda x, w, b: torch.nn.functional.conv2d(x, w, b, stride=st, padding=pad),
                        lambda x, w, b: F.conv2d(x, w, b, stride=st, padding=pad),
                        dy.contiguous(memory_format=fmt) if cl else dy,
-                       note="torch: channels-last" if cl else "")
+                       note="torch: channels-last" if cl else "",
+                       td_dy=dy)  # each side gets dY in its own layout: no conversion copy is timed
     if f == "max_pool2d":
         N, C, H, W, k, s, pad = (p[kk] for kk in ("N", "C", "H", "W", "k", "s", "p"))
         x = rnd(N, C, H, W)
@@ -170,7 +176,7 @@ def check_problem(prob: Problem) -> float:
     out_d = prob.td_fn(*prob.td_leaves)
     errs = [_max_rel_err(out_d.data, out_t)]
     out_t.backward(prob.dy)
-    out_d.backward(prob.dy)
+    out_d.backward(prob.dy_td)
     for lt, ld in zip(prob.torch_leaves, prob.td_leaves):
         if ld.grad is None:
             raise RuntimeError("tinydl produced no gradient for an input")
@@ -329,7 +335,7 @@ def run_case(case: _shapes.Case, dtype: str, modes, providers, timer: Timer, dev
                         for m in case_modes:
                             row(prov, m, correct=False, err=err, error=f"mismatch vs torch: max rel err {err:.3g}")
                         continue
-                    res = _bench_modes(timer, prob.td_fn, prob.td_leaves, prob.dy, case_modes)
+                    res = _bench_modes(timer, prob.td_fn, prob.td_leaves, prob.dy_td, case_modes)
                 else:
                     fn = prob.torch_fn
                     if prov == "compile":
