@@ -83,6 +83,9 @@ class CudaGraphStep:
             buffer itself). Returns anything (tensors, tuples, dicts, None); the returned object of
             the capture is handed back by every replay.
         warmup: eager calls before the capture (default 3; they are real steps on their inputs).
+            ``warmup=0`` only if the step has already run eagerly with these shapes: state created
+            lazily inside a capture (an optimizer's flat buffers, momentum, Adam's device step
+            count) would be re-initialised by every replay.
         pool: a memory-pool handle (``torch.cuda.graph_pool_handle()`` or another graph's ``.pool``)
             to share memory between graphs that never run concurrently; default: a private pool
             per capture.
