@@ -225,7 +225,8 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     check_float("dropout", input=x)
     if not training or p == 0.0:
         return x
-    seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    # drawn from the CPU generator (td.manual_seed seeds it) whatever torch's default device is
+    seed = int(torch.randint(0, 2**31 - 1, (1,), device="cpu").item())
     return Dropout.apply(x, p, seed)
 
 

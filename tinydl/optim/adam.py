@@ -98,7 +98,7 @@ class Adam(Optimizer):
         if group.get("capturable"):
             st["step"] = b.device_step.view(())  # updated in place by the kernel, also under a graph
         else:
-            st["step"] = torch.tensor(float(self._run_key(group, st) + 1))
+            st["step"] = torch.tensor(float(self._run_key(group, st) + 1), device="cpu")
         for name in self._state_names(group):
             st[name] = b.state_view(name, i)
 

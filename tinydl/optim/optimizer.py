@@ -275,7 +275,7 @@ class Optimizer:
                                              f"{tuple(v.shape)}, the parameter has {tuple(p.data.shape)}")
                         v = v.detach().to(device=p.data.device, dtype=p.data.dtype).reshape(p.data.shape).clone()
                 elif name == "step" and isinstance(v, (int, float)):
-                    v = torch.tensor(float(v))
+                    v = torch.tensor(float(v), device="cpu")
                 entry[name] = v
             new_state[p] = entry
         groups = []
