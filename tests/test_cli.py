@@ -234,3 +234,44 @@ def test_resume_at_max_steps_trains_nothing(tmp_path, data_dir, capsys):
     assert code == 0 and "nothing to train" in out
     after = load(out_dir / "last.safetensors")
     assert after["step"] == 2 and all(torch.equal(before[k], after["model"][k]) for k in before)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("first,then", [(["--cuda-graph"], []), ([], ["--cuda-graph"])],
+                         ids=["graph>eager", "eager>graph"])
+def test_cuda_graph_training_and_resume_keep_adams_step_count(tmp_path, data_dir, capsys, first, then):
+    # 3 batches per epoch, 3 epochs: under --cuda-graph steps 1-3 are eager, 4 captures, then replays;
+    # Adam's saved step count must follow every step, whichever way --cuda-graph changes on resume
+    out_dir = tmp_path / "run"
+    args = ["train", *TINY, "--data-dir", str(data_dir), "--epochs", "3", "--out-dir", str(out_dir)]
+    assert run([*args, *first, "--max-steps", "5"], capsys)[0] == 0
+    ckpt = load(out_dir / "last.safetensors")
+    assert ckpt["step"] == 5 and {float(s["step"]) for s in ckpt["optimizer"]["state"].values()} == {5.0}
+    code, out = run([*args, *then, "--resume", str(out_dir / "last.safetensors")], capsys)
+    assert code == 0, out
+    ckpt = load(out_dir / "last.safetensors")
+    assert ckpt["step"] == 9 and {float(s["step"]) for s in ckpt["optimizer"]["state"].values()} == {9.0}
+    assert ckpt["optimizer"]["param_groups"][0]["capturable"] is bool(then)
+
+
+def test_resume_of_a_capturable_adam_checkpoint_counts_on(tmp_path, data_dir, capsys, monkeypatch):
+    # a checkpoint of a --cuda-graph run (capturable Adam: the step count on the device) resumed
+    # without it: the group goes back to host counting and continues from the saved count
+    out_dir = tmp_path / "run"
+    args = ["train", *TINY, "--data-dir", str(data_dir), "--epochs", "2", "--out-dir", str(out_dir)]
+    build = train_mod.build_optimizer
+
+    def capturable(cfg, model):
+        opt = build(cfg, model)
+        opt.param_groups[0]["capturable"] = True
+        return opt
+
+    monkeypatch.setattr(train_mod, "build_optimizer", capturable)
+    assert run([*args, "--max-steps", "4"], capsys)[0] == 0
+    assert load(out_dir / "last.safetensors")["optimizer"]["param_groups"][0]["capturable"] is True
+    monkeypatch.setattr(train_mod, "build_optimizer", build)
+    code, out = run([*args, "--resume", str(out_dir / "last.safetensors")], capsys)
+    assert code == 0, out
+    ckpt = load(out_dir / "last.safetensors")
+    assert ckpt["step"] == 6 and {float(s["step"]) for s in ckpt["optimizer"]["state"].values()} == {6.0}
+    assert ckpt["optimizer"]["param_groups"][0]["capturable"] is False

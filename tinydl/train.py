@@ -224,6 +224,9 @@ def _train(cfg: TrainConfig, display: TrainDisplay, resume: str | None = None, g
     epoch_loss, epoch_seen = 0.0, 0
     if state is not None:
         restore_training_state(state, resume, model=model, optimizer=opt, scheduler=sched)
+        for group in opt.param_groups:  # --cuda-graph may change on resume: the step count follows it
+            if "capturable" in group:
+                group["capturable"] = cfg.cuda_graph
         extra = state["extra"]
         step, start_epoch, skip = state["step"], state["epoch"], extra["batches_done"]
         rows, best = extra["rows"], extra["best"]
