@@ -55,10 +55,15 @@ class AotSpec:
     constexprs: dict[str, Any] = field(default_factory=dict)
     num_warps: int = 4
     num_stages: int = 3
-    #: configurations a launcher picks on an H100 must not spill registers
-    h100: bool = True
     #: SM versions to compile for; a variant that only changes a constexpr need not do both
     archs: tuple[int, ...] = (90, 80)
+    #: ``tt.divisibility`` hints, ``{(arg index,): [["tt.divisibility", 16]]}``: what Triton's JIT
+    #: adds for 16-byte-aligned pointers and ints that are multiples of 16. The hand-written specs
+    #: have none (odd shapes, the worst case); traced ones (``_aot.trace``) have the real launch's.
+    attrs: dict = field(default_factory=dict)
+    #: "static" (hand-written, every config a launcher can pick) or the benchmark launches it was
+    #: traced from; the no-spill rule applies to traced ones, which carry the real specialisation
+    source: str = "static"
 
 
 #: the most shared memory one program may use per SM version (bytes, opt-in maximum)

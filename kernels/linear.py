@@ -9,6 +9,7 @@ Shapes: x (M, K), W (N, K) (PyTorch's ``(out, in)``), b (N,), y (M, N).
             dY and the saved s (y or z) inside the loop: no separate elementwise pass over dY.
 - wgrad     dW = dZ.T @ X: tiles (N, K), loops M, forming dZ the same way; the programs of the
             first K-block also sum dZ over M for db (bias gradient folded in, no extra pass).
+            Big problems form dZ once in an elementwise pass instead (see ``DZ_PASS_MIN_ELEMENTS``).
 
 All accumulation is fp32. fp16/bf16 tiles go to tensor cores as they are; fp32 tiles use
 ``PRECISION`` ("ieee" or "tf32", see ``tinydl.set_float32_matmul_precision``). Row offsets are
@@ -23,6 +24,7 @@ import triton.language as tl
 
 from tinydl import _runtime
 
+from . import elementwise as _ew
 from ._common import INTERPRET, AotSpec, dot_input_precision, low_precision_dot_upcast, next_pow2, signature
 from .activations import ACTIVATIONS, act_bwd, act_fwd, activation_code
 
@@ -47,6 +49,7 @@ def linear_fwd_kernel(
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE_Z: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EPILOGUE_HALVES: tl.constexpr,
 ):
     pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -70,10 +73,29 @@ def linear_fwd_kernel(
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
 
+    if EPILOGUE_HALVES:
+        # A 128x256 fp32 accumulator is 128 registers a thread; gelu's erf on all of it at once
+        # spills on sm_90. Finishing the tile one 128x128 half at a time keeps it in registers.
+        halves = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+        offs_h = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
+        _fwd_epilogue(halves[0], offs_m, offs_h, b_ptr, y_ptr, z_ptr, M, N, stride_ym, stride_yn, alpha,
+                      ACT, HAS_BIAS, SAVE_Z)
+        _fwd_epilogue(halves[1], offs_m, offs_h + BLOCK_N // 2, b_ptr, y_ptr, z_ptr, M, N, stride_ym, stride_yn,
+                      alpha, ACT, HAS_BIAS, SAVE_Z)
+    else:
+        _fwd_epilogue(acc, offs_m, offs_n, b_ptr, y_ptr, z_ptr, M, N, stride_ym, stride_yn, alpha,
+                      ACT, HAS_BIAS, SAVE_Z)
+
+
+@triton.jit
+def _fwd_epilogue(acc, offs_m, offs_n, b_ptr, y_ptr, z_ptr, M, N, stride_ym, stride_yn, alpha,
+                  ACT: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE_Z: tl.constexpr):
+    """Bias, activation and the stores of one output tile (or part of one)."""
+    mask_n = offs_n < N
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     out_offs = offs_m[:, None].to(tl.int64) * stride_ym + offs_n[None, :] * stride_yn
-    mask = mask_m[:, None] & mask_n[None, :]
+    mask = (offs_m < M)[:, None] & mask_n[None, :]
     if SAVE_Z:  # the derivative needs the pre-activation: one extra write of M*N elements
         tl.store(z_ptr + out_offs, acc.to(z_ptr.dtype.element_ty), mask=mask)
     y = act_fwd(acc, ACT, alpha)
@@ -209,6 +231,22 @@ def _config(a: int, b: int, loop: int, dtype: torch.dtype):
     return _interp_config(a, b, loop) if INTERPRET else _gpu_config(a, b, dtype)
 
 
+#: Forming dZ = dY * act'(s) inside the backward GEMM loops (the fused path) evaluates it once per
+#: column block of dX and once per K-block of dW: about 2 * K / 256 times per element, and reads s
+#: as often. While launches dominate (MNIST sizes) that is free and saves a kernel; at 4096^3 it is
+#: 32 evaluations of gelu' (erf + exp) per element, more CUDA-core work than the GEMMs' own time on
+#: an H100. From DZ_PASS_MIN_ELEMENTS outputs and K >= DZ_PASS_MIN_K, one elementwise pass writes dZ
+#: (in dY's dtype, as PyTorch rounds it) and both GEMMs read it as a plain operand. The thresholds
+#: are estimates until a GPU run of ``tools/bench.py --family linear`` tunes them. The interpreter
+#: never takes the pass: its cost is per program, not per element.
+DZ_PASS_MIN_ELEMENTS = 1 << 62 if INTERPRET else 1 << 20
+DZ_PASS_MIN_K = 512
+
+
+def _dz_pass(M: int, N: int, K: int, act: int) -> bool:
+    return act != ACTIVATIONS["none"] and M * N >= DZ_PASS_MIN_ELEMENTS and K >= DZ_PASS_MIN_K
+
+
 def _grid(a: int, b: int, ta: int, tb: int):
     return (triton.cdiv(a, ta) * triton.cdiv(b, tb),)
 
@@ -238,7 +276,9 @@ def linear_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, activat
         float(alpha),
         ACT=act, HAS_BIAS=b is not None, SAVE_Z=save_z,
         PRECISION=dot_input_precision(x.dtype), UPCAST=low_precision_dot_upcast(x.dtype),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group, num_warps=warps, num_stages=stages,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group,
+        EPILOGUE_HALVES=bn >= 256 and act >= ACTIVATIONS["sigmoid"],  # none/relu/leaky_relu fit whole
+        num_warps=warps, num_stages=stages,
     )
     return y, z
 
@@ -255,6 +295,9 @@ def linear_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
     M, N = dy.shape
     K = w.shape[1]
     s = saved if act != ACTIVATIONS["none"] else dy
+    if (need_dx or need_dw) and _dz_pass(M, N, K, act):
+        dy = _ew.activation_bwd(dy, s, activation, alpha)  # dZ; the GEMMs below see no activation
+        act, s = ACTIVATIONS["none"], dy
     dx = dw = db = None
     prec, upcast = dot_input_precision(w.dtype), low_precision_dot_upcast(w.dtype)
     if need_dx:
@@ -319,7 +362,8 @@ def _aot_specs():
                      "K": "i32", "stride_xm": "i32", "stride_xk": "i32", "stride_wn": "i32",
                      "stride_wk": "i32", "stride_ym": "i32", "stride_yn": "i32", "alpha": "fp32"},
                     dict(ACT=act, HAS_BIAS=True, SAVE_Z=True, PRECISION=prec, UPCAST=False,
-                         BLOCK_M=ta, BLOCK_N=tb, BLOCK_K=loop, GROUP_M=group), cfg, archs)
+                         BLOCK_M=ta, BLOCK_N=tb, BLOCK_K=loop, GROUP_M=group, EPILOGUE_HALVES=tb >= 256),
+                    cfg, archs)
                 add(linear_bwd_dx_kernel, f"linear_bwd_dx_kernel[{tag}]",
                     {"dy_ptr": p, "s_ptr": p, "w_ptr": p, "dx_ptr": p, "M": "i32", "N": "i32", "K": "i32",
                      "stride_dym": "i32", "stride_dyn": "i32", "stride_sm": "i32", "stride_sn": "i32",

@@ -27,8 +27,9 @@ from ._common import INTERP_IDX64, INTERPRET, AotSpec, signature
 # The interpreter runs one program as numpy ops on whole blocks: one big block; 512 lanes on GPU.
 POOL_BLOCK = 1 << 17 if INTERPRET else 512
 #: launch options of every pool kernel, the same ones the AOT check compiles (no tl.dot: nothing
-#: for a software pipeline to overlap, so one stage)
-POOL_LAUNCH = dict(num_warps=4, num_stages=1)
+#: for a software pipeline to overlap, so one stage). Two lanes a thread: with 4 warps (four) the
+#: kH*kW-tap backward spilled on sm_90 for the 3x3/stride-2 ResNet stem.
+POOL_LAUNCH = dict(num_warps=8, num_stages=1)
 #: Max-pool backward over disjoint windows (LeNet's 2x2/stride 2) as a scatter of dy to the argmax:
 #: ~4x fewer elements and far fewer ops than the kH*kW-tap gather, which matters in the
 #: interpreter. A GPU keeps the gather (no zero-fill pass; the extra taps are cache hits).

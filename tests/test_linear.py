@@ -39,6 +39,22 @@ def test_sizes(M, K, N):
     check_op(td_linear("relu"), ref_linear("relu"), [x, w, b])
 
 
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "none"])
+def test_backward_through_a_dz_pass(act, monkeypatch):
+    # Big problems form dZ = dY * act'(s) in one elementwise pass, then run the GEMMs without an
+    # activation; force that path at a small size and check it against PyTorch.
+    from tinydl.kernels import linear as lin
+
+    calls = []
+    real = lin._ew.activation_bwd
+    monkeypatch.setattr(lin, "DZ_PASS_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(lin, "DZ_PASS_MIN_K", 0)
+    monkeypatch.setattr(lin._ew, "activation_bwd", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    x, w, b = torch.randn(37, 53), torch.randn(29, 53) * 0.2, torch.randn(29)
+    check_op(td_linear(act), ref_linear(act), [x, w, b])
+    assert calls == [act]
+
+
 def test_leading_batch_dims():
     x, w, b = torch.randn(2, 3, 5, 19), torch.randn(11, 19), torch.randn(11)
     out, _ = check_op(td_linear("silu"), ref_linear("silu"), [x, w, b])

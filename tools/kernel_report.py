@@ -3,12 +3,19 @@
     python tools/kernel_report.py                          # sm_90 and sm_80, every configuration
     python tools/kernel_report.py --arch 90 --filter linear --out /tmp/report
     python tools/kernel_report.py --no-compile             # the roofline only
+    python tools/kernel_report.py --traced-only --arch 90  # only what the benchmark shapes launch
 
-Part 1 compiles every configuration a GPU launcher can pick (each kernel module's ``AOT_SPECS``)
-with ``triton.compile(..., target=GPUTarget("cuda", arch, 32))`` through
-``python -m tinydl.kernels._aot`` (a subprocess with the interpreter off) and reports registers
-per thread, spills (local memory bytes), shared memory against the SM's limit, warps, stages and
-whether tensor-core instructions (``wgmma`` on sm_90, ``mma.sync``) appear in the PTX.
+Part 1 compiles tinydl's kernels for the GPU with ``triton.compile(..., target=GPUTarget("cuda",
+arch, 32))`` through ``python -m tinydl.kernels._aot`` (a subprocess with the interpreter off) and
+reports registers per thread, spills (local memory bytes per thread), shared memory against the
+SM's limit, warps, stages and whether tensor-core instructions (``wgmma`` on sm_90, ``mma.sync``)
+appear in the PTX. Two tables:
+
+- every configuration a launcher can pick (each kernel module's ``AOT_SPECS``), compiled without
+  alignment hints: how odd shapes compile, the pessimistic case;
+- the launches of every benchmark shape, traced by running tinydl's ops on ``meta`` tensors and
+  specialised as Triton's JIT does (16-byte alignment, ints equal to 1): what an H100 running
+  ``tools/bench.py`` compiles. A spill here is a real cost and is shown in red.
 
 Part 2 is the roofline of every benchmark shape in ``tools/_shapes.py`` (the sweep
 ``tools/bench.py`` times): FLOPs, minimum DRAM bytes, arithmetic intensity, and the lower-bound
@@ -37,20 +44,33 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable; tools
 
 from tools import _shapes  # noqa: E402
 
-KERNEL_COLUMNS = ["module", "name", "arch", "ok", "num_warps", "num_stages", "registers", "local", "stack", "shared",
-                  "shared_limit", "tensor_cores", "h100", "error"]
+KERNEL_COLUMNS = ["module", "name", "arch", "ok", "num_warps", "num_stages", "registers", "local", "shared",
+                  "shared_limit", "tensor_cores", "source", "error"]
 ROOFLINE_COLUMNS = ["kernel", "case", "shape", "dtype", "mode", "gflop", "mbytes", "flop_per_byte", "bound",
                     "min_us", "peak_tflops", "peak_tbps", "device"]
 
 
+def bench_problems(families=None, quick: bool = False) -> list[dict]:
+    """Every benchmark case (not the interpreter's tiny ones) and precision, as ``_aot.trace`` problems."""
+    return [{"label": f"{c.family}/{c.name}/{dt}", "family": c.family, "params": c.params, "dtype": dt}
+            for c in _shapes.select(families, quick=quick) for dt in c.dtypes]
+
+
 def compile_kernels(archs, name_filter: str | None = None, workers: int | None = None,
-                    timeout: int = 1800) -> tuple[list[dict], str]:
-    """Rows of ``tinydl.kernels._aot`` (one per configuration and arch) and its stderr log."""
+                    timeout: int = 1800, problems: list[dict] | None = None,
+                    static: bool = True) -> tuple[list[dict], str]:
+    """Rows of ``tinydl.kernels._aot`` (one per configuration and arch) and its stderr log: the static
+    configurations, plus the launches ``problems`` make (traced on meta tensors, see ``_aot.trace``)."""
     env = dict(os.environ, TINYDL_AOT="1", TINYDL_DEVICE="cpu")
     env.pop("TRITON_INTERPRET", None)  # real JITFunctions, lowered for the GPU target
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
         cmd = [sys.executable, "-m", "tinydl.kernels._aot", "--json", str(out)]
+        if problems:
+            (Path(tmp) / "problems.json").write_text(json.dumps(problems))
+            cmd += ["--problems", str(Path(tmp) / "problems.json")]
+        if not static:
+            cmd.append("--traced-only")
         for a in archs:
             cmd += ["--arch", str(a)]
         if name_filter:
@@ -88,28 +108,48 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
 
 
+def _is_traced(r: dict) -> bool:
+    return r.get("source", "static") != "static"
+
+
+def spilling(rows: list[dict]) -> list[dict]:
+    """Traced sm_90 launches that spill: what an H100 running the benchmarks would pay for."""
+    return [r for r in rows if r["ok"] and r["arch"] == 90 and _is_traced(r) and r["local"] > 0]
+
+
 def print_kernels(rows: list[dict], console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title="tinydl kernel configurations compiled for the GPU (no GPU needed)")
-    for col in ("module", "configuration", "arch", "warps", "stages", "regs", "spills B", "smem KiB",
-                "smem limit", "tensor cores", "status"):
-        t.add_column(col, justify="left" if col in ("module", "configuration", "status") else "right")
-    for r in sorted(rows, key=lambda r: (r["module"], r["name"], -r["arch"])):
-        if not r["ok"]:
-            t.add_row(r["module"], escape(r["name"]), f"sm_{r['arch']}", str(r["num_warps"]), str(r["num_stages"]),
-                      "", "", "", "", "", f"[red]FAILED {escape(r.get('error', '')[:80])}[/]")
+    for traced in (False, True):
+        part = [r for r in rows if _is_traced(r) == traced]
+        if not part:
             continue
-        spill = r["local"] > 0
-        over = r["shared"] > (r.get("shared_limit") or 1 << 62)
-        status = "[red]spills[/]" if spill and r["h100"] and r["arch"] == 90 else ("[yellow]spills[/]" if spill else "")
-        status += " [red]smem over limit[/]" if over else ""
-        t.add_row(r["module"], escape(r["name"]), f"sm_{r['arch']}", str(r["num_warps"]), str(r["num_stages"]),
-                  str(r["registers"]), str(r["local"]), f"{r['shared'] / 1024:.1f}",
-                  f"{(r.get('shared_limit') or 0) / 1024:.0f}", "yes" if r["tensor_cores"] else "no",
-                  status or "[green]ok[/]")
-    console.print(t)
+        title = ("benchmark launches, traced on meta tensors and specialised as Triton's JIT would (alignment, "
+                 "ints equal to 1)" if traced else
+                 "every configuration a launcher can pick, without alignment hints (how odd shapes compile)")
+        t = Table(title=title)
+        cols = ["module", "configuration", "arch", "warps", "stages", "regs", "spills B", "smem KiB",
+                "smem limit", "tensor cores", "status"] + (["launched by"] if traced else [])
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("module", "configuration", "status", "launched by")
+                         else "right", overflow="fold")
+        for r in sorted(part, key=lambda r: (r["module"], r["name"], -r["arch"])):
+            extra = [escape(r["source"])] if traced else []
+            if not r["ok"]:
+                t.add_row(r["module"], escape(r["name"]), f"sm_{r['arch']}", str(r["num_warps"]),
+                          str(r["num_stages"]), "", "", "", "", "", f"[red]FAILED {escape(r.get('error', '')[:80])}[/]",
+                          *extra)
+                continue
+            spill = r["local"] > 0
+            over = r["shared"] > (r.get("shared_limit") or 1 << 62)
+            status = ("[red]spills[/]" if traced and r["arch"] == 90 else "[yellow]spills[/]") if spill else ""
+            status += " [red]smem over limit[/]" if over else ""
+            t.add_row(r["module"], escape(r["name"]), f"sm_{r['arch']}", str(r["num_warps"]), str(r["num_stages"]),
+                      str(r["registers"]), str(r["local"]), f"{r['shared'] / 1024:.1f}",
+                      f"{(r.get('shared_limit') or 0) / 1024:.0f}", "yes" if r["tensor_cores"] else "no",
+                      status or "[green]ok[/]", *extra)
+        console.print(t)
 
 
 def print_roofline(rows: list[dict], console) -> None:
@@ -131,11 +171,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, action="append", choices=(80, 90), help="SM version(s), default 90 and 80")
     ap.add_argument("--filter", help="regex on the kernel configuration name (e.g. 'linear_fwd', 'sgd')")
-    ap.add_argument("--family", action="append", choices=_shapes.FAMILIES, help="roofline: only these families")
+    ap.add_argument("--family", action="append", choices=_shapes.FAMILIES,
+                    help="roofline and traced launches: only these families")
     ap.add_argument("--device", default=_shapes.REFERENCE_DEVICE, choices=list(_shapes.PEAKS),
                     help="peaks for the roofline (default H100 SXM)")
     ap.add_argument("--no-compile", action="store_true", help="skip the GPU compile (roofline only)")
     ap.add_argument("--no-roofline", action="store_true")
+    ap.add_argument("--no-trace", action="store_true", help="skip the benchmark launches (static configurations only)")
+    ap.add_argument("--traced-only", action="store_true", help="only the benchmark launches")
     ap.add_argument("--workers", type=int, help="parallel compile processes (default min(4, cores))")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/kernel-report"), help="output folder")
     args = ap.parse_args(argv)
@@ -149,7 +192,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         archs = tuple(args.arch or (90, 80))
         console.print(f"[dim]compiling tinydl kernel configurations for {', '.join(f'sm_{a}' for a in archs)}"
                       f"{' matching ' + repr(args.filter) if args.filter else ''} ...[/]")
-        kernels, _ = compile_kernels(archs, args.filter, args.workers)
+        problems = None if args.no_trace else bench_problems(args.family)
+        kernels, _ = compile_kernels(archs, args.filter, args.workers, problems=problems, static=not args.traced_only)
         if not kernels:
             console.print(f"[yellow]no kernel configuration matches {args.filter!r}[/]")
         print_kernels(kernels, console)
@@ -166,8 +210,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     (args.out / "kernel_report.json").write_text(json.dumps({"meta": meta, "kernels": kernels, "roofline": roof},
                                                             indent=1))
     failed = [r for r in kernels if not r["ok"]]
-    spills = [r for r in kernels if r["ok"] and r["arch"] == 90 and r["h100"] and r["local"] > 0]
-    console.print(f"{len(kernels)} configurations compiled, {len(failed)} failed, {len(spills)} spill on sm_90; "
+    spills = spilling(kernels)
+    console.print(f"{len(kernels)} configurations compiled, {len(failed)} failed, {len(spills)} benchmark launches "
+                  f"spill on sm_90; "
                   f"{len(roof)} roofline rows; wrote {args.out}")
     return 1 if failed else 0
 
