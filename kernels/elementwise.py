@@ -281,7 +281,8 @@ def dropout_fwd_kernel(x_ptr, y_ptr, n, p, scale, seed, BLOCK: tl.constexpr):
     mask = offs < n
     x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
     keep = tl.rand(seed, offs) >= p  # uniform in [0, 1): kept with probability 1 - p
-    tl.store(y_ptr + offs, tl.where(keep, x * scale, 0.0).to(y_ptr.dtype.element_ty), mask=mask)
+    # x * (0 or scale), as PyTorch: a dropped NaN or inf stays NaN, a dropped negative is -0.0
+    tl.store(y_ptr + offs, (x * tl.where(keep, scale, 0.0)).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def dropout_fwd(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:

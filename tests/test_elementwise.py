@@ -103,6 +103,21 @@ def test_dropout_mask_regenerated_and_scaled():
     assert not torch.equal(F.dropout(td.Tensor(x), p=0.3).data, y.data)
 
 
+def test_dropout_propagates_nan_like_torch():
+    # PyTorch multiplies by the scaled mask: a dropped NaN or inf is NaN, a dropped -2 is -0.0
+    x = torch.tensor([float("nan"), float("inf"), -2.0, 3.0]).repeat(50)
+    td.manual_seed(3)
+    finite = F.dropout(td.Tensor(torch.ones(200)), p=0.5).data
+    td.manual_seed(3)
+    y = F.dropout(td.Tensor(x), p=0.5).data
+    kept = finite != 0
+    assert 0 < kept.sum() < 200
+    torch.testing.assert_close(y, x * torch.where(kept, 2.0, 0.0), equal_nan=True)
+    dropped_neg = ~kept & (x == -2.0)
+    assert dropped_neg.any() and torch.signbit(y[dropped_neg]).all()
+    assert torch.isnan(F.dropout(td.Tensor(x), p=1.0).data[0::4]).all()
+
+
 def test_dropout_modes_and_errors():
     x = td.Tensor(noncontiguous(torch.randn(10, 7)), requires_grad=True)
     assert F.dropout(x, 0.5, training=False) is x
