@@ -112,3 +112,4 @@ def test_trace_specialises_like_the_jit_and_sees_spills():
     halves, whole = got["rows"]
     assert halves["ok"] and whole["ok"] and halves["tensor_cores"]
     assert halves["local"] == 0 and whole["local"] > 0, (halves, whole)
+    assert spilling([whole]) == [whole] and spilling([halves]) == []

@@ -242,6 +242,17 @@ def test_kernel_report_linear_sm90(tmp_path, capsys):
     assert set(data) == {"meta", "kernels", "roofline"} and data["meta"]["archs"] == [90]
 
 
+def test_spill_rule():
+    # a traced sm_90 launch spills if ptxas was forced (255 registers) or spilled more than a slack
+    # it may choose itself for occupancy; static (unhinted) configurations are reported, not judged
+    def row(regs, local, source="linear/x/bf16", arch=90):
+        return dict(ok=True, arch=arch, registers=regs, local=local, source=source)
+
+    flagged = [row(255, 8), row(128, kernel_report.SPILL_SLACK_BYTES + 8), row(200, 288)]
+    passed = [row(255, 0), row(128, 8), row(255, 288, source="static"), row(255, 288, arch=80)]
+    assert kernel_report.spilling(flagged + passed) == flagged
+
+
 def test_kernel_report_script_roofline_only(tmp_path):
     # as a script (python tools/kernel_report.py): imports resolve, nothing is compiled
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "kernel_report.py"), "--no-compile", "--family",
