@@ -109,8 +109,10 @@ def specialize(kernel, args: dict[str, Any]) -> tuple[dict[str, str], dict[str, 
 def meta_run(family: str, params: dict[str, Any], dtype: str) -> None:
     """One forward and backward (or optimizer step) of a benchmark problem on meta tensors.
 
-    ``family``/``params``/``dtype`` are those of ``tools/_shapes.py``: dtype "tf32" is fp32 storage
-    with ``set_float32_matmul_precision("high")``. Nothing is computed: this only drives the launchers.
+    ``family``/``params``/``dtype`` are those of ``tools/_shapes.py``, or family "model" with params
+    ``{"model": "lenet5" | "mlp", "batch": B, "optimizer": "adam" | "sgd"}`` for a whole training step.
+    dtype "tf32" is fp32 storage with ``set_float32_matmul_precision("high")``. Nothing is computed:
+    this only drives the launchers.
     """
     import tinydl as td
     from tinydl import functional as F
@@ -140,6 +142,17 @@ def meta_run(family: str, params: dict[str, Any], dtype: str) -> None:
             backward(F.conv2d(x, w, b, stride=p["stride"], padding=p["pad"]))
         elif family == "max_pool2d":
             backward(F.max_pool2d(leaf(p["N"], p["C"], p["H"], p["W"]), p["k"], p["s"], p["p"]))
+        elif family == "model":  # one training step of tinydl.models' net, as `tinydl train` runs it
+            from tinydl import models, optim
+
+            net = getattr(models, p["model"])().to(device="meta", dtype=dt)
+            shape = (p["batch"], 1, 28, 28) if p["model"] == "lenet5" else (p["batch"], 784)
+            x = td.Tensor(torch.empty(shape, device="meta", dtype=dt))
+            target = td.Tensor(torch.empty(p["batch"], device="meta", dtype=torch.int64))
+            opt = optim.Adam(net.parameters(), lr=1e-3) if p.get("optimizer", "adam") == "adam" else \
+                optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+            F.cross_entropy(net(x), target).backward()
+            opt.step()
         elif family in ("sgd", "adam"):
             w = leaf(p["n"], dtype=torch.float32)
             w.grad = torch.empty(p["n"], device="meta", dtype=torch.float32)
