@@ -35,6 +35,7 @@ from ._common import (
     INTERP_IDX64,
     INTERPRET,
     AotSpec,
+    cdiv,
     dot_input_precision,
     low_precision_dot_upcast,
     next_pow2,
@@ -375,11 +376,11 @@ def _interp_gemm(pixels: int, channels: int, loop: int):
     best = None
     bk = 16
     while bk <= min(512, max(16, next_pow2(loop))):
-        chunks = triton.cdiv(loop, bk)
+        chunks = cdiv(loop, bk)
         bm = 16
         while bm <= min(max(16, next_pow2(pixels)), _INTERP_TILE // bk):
             tile_ms = bm * bk * _INTERP_NS_PER_ELEM * 1e-6
-            cost = triton.cdiv(pixels, bm) * (chunks * (tile_ms + _INTERP_MS_PER_CHUNK) + _INTERP_MS_PER_PROGRAM)
+            cost = cdiv(pixels, bm) * (chunks * (tile_ms + _INTERP_MS_PER_CHUNK) + _INTERP_MS_PER_PROGRAM)
             if best is None or cost < best[0]:
                 best = (cost, bm, bk)
             bm *= 2
@@ -460,7 +461,7 @@ def conv2d_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride=
         x, padding = _pad_x(x, padding), (0, 0)
         H, W = x.shape[2:]
     bm, bn, bk, warps, stages = _gemm_config(N * P * Q, KG, CG * R * S)
-    grid = (triton.cdiv(N * P * Q, bm), triton.cdiv(KG, bn), groups)
+    grid = (cdiv(N * P * Q, bm), cdiv(KG, bn), groups)
     conv2d_fwd_kernel[grid](
         x, w, b.contiguous() if b is not None else y, y, z if z is not None else y,
         N, H, W, P, Q, R, S, CG, KG,
@@ -512,7 +513,7 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
                     PB, QB = dyx.shape[2:]
                     conv_x = (1, 1, (R - 1) * dilation[0], (S - 1) * dilation[1], dilation[0], dilation[1])
                 bm, bn, bk, warps, stages = _gemm_config(N * H * W, CG, KG * R * S)
-                conv2d_bwd_dx_kernel[(triton.cdiv(N * H * W, bm), triton.cdiv(CG, bn), groups)](
+                conv2d_bwd_dx_kernel[(cdiv(N * H * W, bm), cdiv(CG, bn), groups)](
                     dyx, sx, w, dx, N, H, W, PB, QB, R, S, CG, KG,
                     *dyx.stride(), *w.stride(), *dx.stride(), *conv_x, float(alpha),
                     ACT=act, UNIT_STRIDE=in_bounds or tuple(stride) == (1, 1), IN_BOUNDS=in_bounds,
@@ -528,11 +529,11 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
             return dx, dw, db
         crs = CG * R * S if run_dw else 1
         bm, bn, bk, warps, stages = _wgrad_config(KG, crs, NPQ)
-        tiles = triton.cdiv(KG, bm) * triton.cdiv(crs, bn)
-        chunks = triton.cdiv(NPQ, bk)
-        split = 1 if INTERPRET else max(1, min(chunks, triton.cdiv(_GPU_PROGRAMS, tiles * groups)))
-        per_split = triton.cdiv(chunks, split)
-        split = triton.cdiv(chunks, per_split)  # no empty splits
+        tiles = cdiv(KG, bm) * cdiv(crs, bn)
+        chunks = cdiv(NPQ, bk)
+        split = 1 if INTERPRET else max(1, min(chunks, cdiv(_GPU_PROGRAMS, tiles * groups)))
+        per_split = cdiv(chunks, split)
+        split = cdiv(chunks, per_split)  # no empty splits
         if split == 1:
             dw_out = torch.empty(w.shape, device=dy.device, dtype=w.dtype) if run_dw else None
             db_out = torch.empty((K,), device=dy.device, dtype=w.dtype) if need_db else None
@@ -555,7 +556,8 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
         )
         if split > 1:
-            dw_out = _reduce(dw_out, w.dtype).reshape(w.shape) if run_dw else None
+            # w's shape from the start: a reshaped view would be cloned when autograd hands it out
+            dw_out = _reduce(dw_out, w.dtype, w.shape) if run_dw else None
             db_out = _reduce(db_out, w.dtype) if need_db else None
         if need_dw:
             dw = dw_out if run_dw else torch.zeros(w.shape, device=dy.device, dtype=w.dtype)
@@ -563,12 +565,13 @@ def conv2d_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
     return dx, dw, db
 
 
-def _reduce(ws: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _reduce(ws: torch.Tensor, dtype: torch.dtype, shape=None) -> torch.Tensor:
+    """Sum the (split, ...) fp32 partials over split into a new contiguous tensor of ``shape``."""
     split = ws.shape[0]
     L = ws[0].numel()
-    out = torch.empty(ws.shape[1:], device=ws.device, dtype=dtype)
-    conv2d_bwd_reduce_kernel[(triton.cdiv(L, REDUCE_BLOCK),)](ws, out, L, split, BLOCK=REDUCE_BLOCK, num_warps=4,
-                                                              num_stages=1)  # as in its AOT spec
+    out = torch.empty(ws.shape[1:] if shape is None else shape, device=ws.device, dtype=dtype)
+    conv2d_bwd_reduce_kernel[(cdiv(L, REDUCE_BLOCK),)](ws, out, L, split, BLOCK=REDUCE_BLOCK, num_warps=4,
+                                                       num_stages=1)  # as in its AOT spec
     return out
 
 

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, elementwise_grid, signature
+from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, cdiv, elementwise_grid, signature
 from .losses import ROW_GPU_CONFIGS, _log1p, reduce_partials, row_config
 
 
@@ -200,7 +200,7 @@ def cross_entropy_fwd(logits: torch.Tensor, target: torch.Tensor, checked: torch
     dx = torch.empty((N, C), device=logits.device, dtype=logits.dtype) if compute_grad else None
     store_loss = reduction == "none"
     rows, block_c, warps = row_config(N, C)
-    grid = (triton.cdiv(N, rows),)
+    grid = (cdiv(N, rows),)
     if store_loss:
         loss = torch.empty((N,), device=logits.device, dtype=logits.dtype)
         partials = loss

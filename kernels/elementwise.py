@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, elementwise_grid, next_pow2, signature
+from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, cdiv, elementwise_grid, next_pow2, signature
 from .activations import act_bwd, act_fwd, activation_code
 
 
@@ -227,7 +227,7 @@ def sum_mrn(x: torch.Tensor, M: int, R: int, N: int, strides: tuple[int, int, in
     n_out = M * N
     if n_out:
         bo, br, warps = _sum_config(n_out, R, N)
-        sum_fwd_kernel[(triton.cdiv(n_out, bo),)](x, out, n_out, R, N, *strides, float(scale), float(divisor),
+        sum_fwd_kernel[(cdiv(n_out, bo),)](x, out, n_out, R, N, *strides, float(scale), float(divisor),
                                                   BLOCK_O=bo, BLOCK_R=br, num_warps=warps)
     return out
 

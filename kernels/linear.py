@@ -25,7 +25,15 @@ import triton.language as tl
 from tinydl import _runtime
 
 from . import elementwise as _ew
-from ._common import INTERPRET, AotSpec, dot_input_precision, low_precision_dot_upcast, next_pow2, signature
+from ._common import (
+    INTERPRET,
+    AotSpec,
+    cdiv,
+    dot_input_precision,
+    low_precision_dot_upcast,
+    next_pow2,
+    signature,
+)
 from .activations import ACTIVATIONS, act_bwd, act_fwd, activation_code
 
 
@@ -208,7 +216,7 @@ GPU_CONFIGS = {
 
 def _gpu_config(a: int, b: int, dtype: torch.dtype):
     """Pick a GPU tile for an (a x b) output: small tiles when big ones would leave SMs idle."""
-    if triton.cdiv(a, 128) * triton.cdiv(b, 128) < 100:
+    if cdiv(a, 128) * cdiv(b, 128) < 100:
         return GPU_CONFIGS["small"]
     if dtype == torch.float32 and _runtime.dot_precision() == "ieee":
         return GPU_CONFIGS["fp32"]  # no tensor cores: FMA throughput bound, smaller K-step
@@ -248,7 +256,7 @@ def _dz_pass(M: int, N: int, K: int, act: int) -> bool:
 
 
 def _grid(a: int, b: int, ta: int, tb: int):
-    return (triton.cdiv(a, ta) * triton.cdiv(b, tb),)
+    return (cdiv(a, ta) * cdiv(b, tb),)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,9 +327,9 @@ def linear_bwd(dy: torch.Tensor, saved: torch.Tensor | None, x: torch.Tensor | N
         run_dw = need_dw and K > 0
         if M and N and (run_dw or need_db):
             bn, bk, bm, group, warps, stages = _config(N, max(K, 1), M, w.dtype)
-            kblocks = triton.cdiv(K, bk) if run_dw else 1  # db alone: one program per N-block
+            kblocks = cdiv(K, bk) if run_dw else 1  # db alone: one program per N-block
             xx, dd = (x, dw) if run_dw else (dy, dy)  # placeholders are never dereferenced
-            linear_bwd_dw_kernel[(triton.cdiv(N, bn) * kblocks,)](
+            linear_bwd_dw_kernel[(cdiv(N, bn) * kblocks,)](
                 dy, s, xx, dd, db if need_db else dy, M, N, K if run_dw else 1,
                 dy.stride(0), dy.stride(1), s.stride(0), s.stride(1), xx.stride(0), xx.stride(1),
                 dd.stride(0), dd.stride(1), float(alpha),

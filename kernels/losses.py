@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, elementwise_grid, next_pow2, signature
+from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, cdiv, elementwise_grid, next_pow2, signature
 
 # ----------------------------------------------------------------------------------------------
 # Shared device helpers
@@ -199,7 +199,7 @@ def softmax_fwd(x: torch.Tensor, log: bool = False) -> torch.Tensor:
     if N == 0 or C == 0:
         return y
     rows, block_c, warps = row_config(N, C)
-    softmax_fwd_kernel[(triton.cdiv(N, rows),)](
+    softmax_fwd_kernel[(cdiv(N, rows),)](
         x, y, N, C, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
         LOG=log, ROWS=rows, BLOCK_C=block_c, num_warps=warps)
     return y
@@ -212,7 +212,7 @@ def softmax_bwd(dy: torch.Tensor, y: torch.Tensor, log: bool = False) -> torch.T
     if N == 0 or C == 0:
         return dx
     rows, block_c, warps = row_config(N, C)
-    softmax_bwd_kernel[(triton.cdiv(N, rows),)](
+    softmax_bwd_kernel[(cdiv(N, rows),)](
         dy, y, dx, N, C, dy.stride(0), dy.stride(1), y.stride(0), y.stride(1), dx.stride(0), dx.stride(1),
         LOG=log, ROWS=rows, BLOCK_C=block_c, num_warps=warps)
     return dx

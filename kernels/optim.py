@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, elementwise_grid, next_pow2, signature
+from ._common import ELEMENTWISE_BLOCK, INTERPRET, AotSpec, cdiv, elementwise_grid, next_pow2, signature
 
 
 @triton.jit
@@ -230,7 +230,7 @@ def grad_norm(grads: list[torch.Tensor], norm_type: float, max_norm: float) -> t
     kind = NORM_L2 if norm_type == 2 else NORM_L1 if norm_type == 1 else NORM_INF if norm_type == float("inf") \
         else NORM_P
     device = grads[0].device
-    counts = [triton.cdiv(g.numel(), ELEMENTWISE_BLOCK) for g in grads]
+    counts = [cdiv(g.numel(), ELEMENTWISE_BLOCK) for g in grads]
     parts = torch.zeros(max(1, sum(counts)), dtype=torch.float32, device=device)
     start = 0
     for g, c in zip(grads, counts):

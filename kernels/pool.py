@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERP_IDX64, INTERPRET, AotSpec, signature
+from ._common import INTERP_IDX64, INTERPRET, AotSpec, cdiv, signature
 
 # The interpreter runs one program as numpy ops on whole blocks: one big block; 512 lanes on GPU.
 POOL_BLOCK = 1 << 17 if INTERPRET else 512
@@ -230,7 +230,7 @@ def pool_out_size(size: int, kernel: int, stride: int, pad: int, dil: int, ceil_
 
 
 def _grid(total: int):
-    return (triton.cdiv(total, POOL_BLOCK),)
+    return (cdiv(total, POOL_BLOCK),)
 
 
 def max_pool2d_fwd(x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode: bool, save_idx: bool = True):

@@ -218,6 +218,47 @@ def test_zero_grad_in_place_accumulates_into_flat_grad():
     _assert_traj(ps, rp)
 
 
+def test_fresh_gradients_are_gathered_by_one_cat(monkeypatch):
+    # after zero_grad() (set_to_none) every gradient is a new tensor: the step gathers them into
+    # the flat buffer with one torch.cat, not a copy kernel per parameter; otherwise, copies.
+    # (Counted inside the gather only: the interpreter's own launches copy tensors too.)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from tinydl.optim import optimizer as optmod
+
+    ops = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    real = optmod._gather_grads
+
+    def counted(b, fresh):
+        with Count():
+            real(b, fresh)
+
+    monkeypatch.setattr(optmod, "_gather_grads", counted)
+    ps = [td.Tensor(torch.randn(s), requires_grad=True) for s in SHAPES[:3]]
+    rp = [p.data.clone().requires_grad_() for p in ps]
+    opt, ropt = optim.SGD(ps, lr=0.1, momentum=0.9), torch.optim.SGD(rp, lr=0.1, momentum=0.9)
+    for step in range(3):
+        for p, r, g in zip(ps, rp, _grads(step)):
+            p.grad, r.grad = g.clone(), g.clone()
+        if step == 1:  # a non-contiguous gradient (same values): per-parameter copies
+            ps[0].grad = ps[0].grad.t().contiguous().t()
+            assert not ps[0].grad.is_contiguous()
+        ops.clear()
+        opt.step()
+        ropt.step()
+        gathers = [op for op in ops if op in ("cat", "copy_")]
+        assert gathers == (["copy_"] * 3 if step == 1 else ["cat"]), (step, ops)
+        opt.zero_grad()
+        ropt.zero_grad()
+    _assert_traj(ps, rp)
+
+
 def test_optimizer_state_dict_round_trip_and_torch_format():
     tp, rp, o, r = _run_pair(lambda p: optim.Adam(p, lr=1e-2, amsgrad=True),
                              lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True), steps=5)

@@ -7,8 +7,9 @@ On its first ``step`` the optimizer packs the parameters of each group into one 
 (dtype, device) -- a *bucket* -- and re-points every ``param.data`` to a view of it; each state
 (momentum buffer, exp_avg, ...) is a flat buffer of the same layout whose views are what
 ``optimizer.state[p]`` holds. The gradients are gathered into a flat gradient buffer (a plain
-copy, skipped when ``p.grad`` already is that buffer's view, which ``zero_grad(set_to_none=False)``
-arranges), and a single elementwise kernel then updates every parameter and state of the bucket.
+copy -- one ``torch.cat`` for the whole bucket in the usual case -- skipped when ``p.grad`` already
+is that buffer's view, which ``zero_grad(set_to_none=False)`` arranges), and a single elementwise
+kernel then updates every parameter and state of the bucket.
 
 We chose flat buffers over a pointer table because the update is then an ordinary contiguous
 elementwise kernel (coalesced, vectorised, int64 offsets, no indirection, the same code in the
@@ -195,6 +196,7 @@ class Optimizer:
 
     def _step_bucket(self, group: dict[str, Any], b: _Bucket) -> None:
         runs: list[list] = []  # [lo, hi, key] over consecutive params with a grad and one key
+        fresh: list[tuple[int, torch.Tensor]] = []  # gradients that are not yet the bucket's views
         for i, p in enumerate(b.params):
             g = p.grad
             if g is None:
@@ -203,12 +205,13 @@ class Optimizer:
                 if tuple(g.shape) != tuple(p.data.shape):
                     raise RuntimeError(f"parameter {i} of a group has shape {tuple(p.data.shape)} but its grad "
                                        f"has shape {tuple(g.shape)}")
-                b.grad_views[i].copy_(g)
+                fresh.append((i, g))
             key = self._run_key(group, self.state.get(p, {}))
             if runs and runs[-1][1] == i and runs[-1][2] == key:
                 runs[-1][1] = i + 1
             else:
                 runs.append([i, i + 1, key])
+        _gather_grads(b, fresh)
         for lo, hi, key in runs:
             self._update(group, b, lo, hi, key)
             for i in range(lo, hi):
@@ -288,6 +291,20 @@ class Optimizer:
         self.state = new_state
         self.param_groups = groups
         self._buckets = {}  # rebuilt on the next step, from these states
+
+
+def _gather_grads(b: _Bucket, fresh: list[tuple[int, torch.Tensor]]) -> None:
+    """Copy the gradients into the bucket's flat gradient buffer. When every parameter has a new,
+    contiguous gradient of the bucket's dtype (backward after ``zero_grad()``, the usual step), one
+    ``torch.cat`` writes them all: one kernel instead of a copy kernel per parameter."""
+    base = b.grad.untyped_storage().data_ptr()
+    if len(fresh) == len(b.params) > 1 and all(
+            g.is_contiguous() and g.dtype == b.grad.dtype and g.device == b.grad.device
+            and g.untyped_storage().data_ptr() != base for _, g in fresh):
+        torch.cat([g.reshape(-1) for _, g in fresh], out=b.grad)
+        return
+    for i, g in fresh:
+        b.grad_views[i].copy_(g)
 
 
 def _num(name: str, v) -> float:
