@@ -151,8 +151,10 @@ def meta_run(family: str, params: dict[str, Any], dtype: str) -> None:
             target = td.Tensor(torch.empty(p["batch"], device="meta", dtype=torch.int64))
             opt = optim.Adam(net.parameters(), lr=1e-3) if p.get("optimizer", "adam") == "adam" else \
                 optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-            F.cross_entropy(net(x), target).backward()
-            opt.step()
+            for _ in range(2):  # the first step packs the parameters: the second is the steady state
+                opt.zero_grad()
+                F.cross_entropy(net(x), target).backward()
+                opt.step()
         elif family in ("sgd", "adam"):
             w = leaf(p["n"], dtype=torch.float32)
             w.grad = torch.empty(p["n"], device="meta", dtype=torch.float32)

@@ -353,7 +353,8 @@ def _aot_specs():
 
     # Every tile config the GPU heuristic can pick, per dtype, with gelu (the heaviest epilogue)
     # for sm_90; sm_80 gets the small tiles and one tensor-core config per dtype. The other
-    # activations are the same code path and are compiled through the elementwise kernels.
+    # activations are the same code path (compiled through the elementwise kernels), except that
+    # mma_big finishes none/relu/leaky_relu in one piece: bf16 mma_big also compiles with none.
     for dtype, prec, cfgs in (("fp32", "ieee", ["small", "fp32"]), ("fp32", "tf32", ["small", "tf32"]),
                               ("bf16", "tf32", ["small", "mma", "mma_big"]),
                               ("fp16", "tf32", ["mma", "mma_big"])):
@@ -362,7 +363,7 @@ def _aot_specs():
             cfg = GPU_CONFIGS[cname]
             ta, tb, loop, group, _, _ = cfg
             archs = (90, 80) if cname in ("small", "mma") else (90,)
-            acts = [0, 6] if cname == "small" and prec == "ieee" else [6]
+            acts = [0, 6] if (cname == "small" and prec == "ieee") or (cname == "mma_big" and dtype == "bf16") else [6]
             for act in acts:
                 tag = f"{dtype}/{prec}/{cname}/act{act}"
                 add(linear_fwd_kernel, f"linear_fwd_kernel[{tag}]",
@@ -370,7 +371,8 @@ def _aot_specs():
                      "K": "i32", "stride_xm": "i32", "stride_xk": "i32", "stride_wn": "i32",
                      "stride_wk": "i32", "stride_ym": "i32", "stride_yn": "i32", "alpha": "fp32"},
                     dict(ACT=act, HAS_BIAS=True, SAVE_Z=True, PRECISION=prec, UPCAST=False,
-                         BLOCK_M=ta, BLOCK_N=tb, BLOCK_K=loop, GROUP_M=group, EPILOGUE_HALVES=tb >= 256),
+                         BLOCK_M=ta, BLOCK_N=tb, BLOCK_K=loop, GROUP_M=group,
+                         EPILOGUE_HALVES=tb >= 256 and act >= ACTIVATIONS["sigmoid"]),
                     cfg, archs)
                 add(linear_bwd_dx_kernel, f"linear_bwd_dx_kernel[{tag}]",
                     {"dy_ptr": p, "s_ptr": p, "w_ptr": p, "dx_ptr": p, "M": "i32", "N": "i32", "K": "i32",

@@ -158,7 +158,10 @@ def test_one_launch_per_group_step(monkeypatch):
         p.grad = torch.randn(p.shape)
     opt.step()
     opt.step()
-    assert calls == [sum(math.prod(s) for s in SHAPES)] * 2
+    # one launch over the whole bucket: every parameter, plus < 4 fp32 of alignment padding each
+    (b,) = opt._buckets[0]
+    n = sum(math.prod(s) for s in SHAPES)
+    assert calls == [b.ends[-1]] * 2 and n <= b.ends[-1] < n + 4 * len(SHAPES)
     # params and states are views of one flat buffer per group
     base = ps[0].data._base
     assert base is not None and all(p.data._base is base for p in ps)
@@ -257,6 +260,26 @@ def test_fresh_gradients_are_gathered_by_one_cat(monkeypatch):
         opt.zero_grad()
         ropt.zero_grad()
     _assert_traj(ps, rp)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_parameters_are_16_byte_aligned_and_gaps_stay_zero(dtype):
+    # kernels read parameters through the bucket's views: Triton vectorises only 16-byte-aligned
+    # pointers. The gaps this leaves must stay 0 under every update (Adam + weight decay here).
+    ps = [td.Tensor(torch.randn(s).to(dtype), requires_grad=True) for s in SHAPES]
+    opt = optim.Adam(ps, lr=0.1, weight_decay=0.1, amsgrad=True)
+    for step in range(3):
+        for p, g in zip(ps, _grads(step)):
+            p.grad = g.to(dtype)
+        opt.step()
+    (b,) = opt._buckets[0]
+    assert all(p.data.data_ptr() % 16 == 0 for p in ps)
+    assert b.starts[1] > b.ends[0]  # (7, 13) = 91 elements: there is a gap to check
+    gaps = torch.ones(b.data.numel(), dtype=torch.bool)
+    for i in range(len(ps)):
+        gaps[b.piece(i)] = False
+    for buf in [b.data, b.grad, *b.states.values()]:
+        assert torch.equal(buf[gaps], torch.zeros(int(gaps.sum()), dtype=dtype))
 
 
 def test_optimizer_state_dict_round_trip_and_torch_format():

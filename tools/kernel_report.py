@@ -56,13 +56,14 @@ TRAIN_STEPS = [("lenet5", "adam"), ("mlp", "adam"), ("lenet5", "sgd")]
 
 def bench_problems(families=None, quick: bool = False) -> list[dict]:
     """Every benchmark case (not the interpreter's tiny ones) and precision, plus the training steps
-    of ``TRAIN_STEPS`` in fp32 and bf16 (unless ``families`` leaves them out), as ``_aot.trace`` problems."""
+    of ``TRAIN_STEPS`` in fp32, tf32 and bf16 (unless ``families`` leaves them out), as ``_aot.trace``
+    problems."""
     probs = [{"label": f"{c.family}/{c.name}/{dt}", "family": c.family, "params": c.params, "dtype": dt}
              for c in _shapes.select(families, quick=quick) for dt in c.dtypes]
     if not families:
         probs += [{"label": f"train/{m}+{o}/{dt}", "family": "model", "dtype": dt,
                    "params": {"model": m, "batch": 128, "optimizer": o}}
-                  for m, o in TRAIN_STEPS for dt in ("fp32", "bf16")]
+                  for m, o in TRAIN_STEPS for dt in ("fp32", "tf32", "bf16")]
     return probs
 
 

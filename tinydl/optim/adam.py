@@ -84,7 +84,7 @@ class Adam(Optimizer):
         return count
 
     def _update(self, group, b: _Bucket, lo: int, hi: int, key) -> None:
-        sl = slice(b.offsets[lo], b.offsets[hi])
+        sl = b.span(lo, hi)
         beta1, beta2 = group["betas"]
         ams = b.states["max_exp_avg_sq"][sl] if group["amsgrad"] else None
         step = self._device_step(group, b, lo, hi) if key == "device" else key + 1

@@ -45,7 +45,7 @@ class SGD(Optimizer):
         return "momentum_buffer" in state
 
     def _update(self, group, b: _Bucket, lo: int, hi: int, key) -> None:
-        sl = slice(b.offsets[lo], b.offsets[hi])
+        sl = b.span(lo, hi)
         buf = b.states["momentum_buffer"][sl] if group["momentum"] != 0 else None
         _k.sgd_step(b.data[sl], b.grad[sl], group["lr"], buf, weight_decay=group["weight_decay"],
                     momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
