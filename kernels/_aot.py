@@ -110,7 +110,8 @@ def meta_run(family: str, params: dict[str, Any], dtype: str) -> None:
     """One forward and backward (or optimizer step) of a benchmark problem on meta tensors.
 
     ``family``/``params``/``dtype`` are those of ``tools/_shapes.py``, or family "model" with params
-    ``{"model": "lenet5" | "mlp", "batch": B, "optimizer": "adam" | "sgd"}`` for a whole training step.
+    ``{"model": "lenet5" | "mlp", "batch": B, "optimizer": "adam" | "sgd"}`` for two training steps
+    (the second is the steady state: parameters read through the optimizer's packed buffer).
     dtype "tf32" is fp32 storage with ``set_float32_matmul_precision("high")``. Nothing is computed:
     this only drives the launchers.
     """
@@ -142,7 +143,7 @@ def meta_run(family: str, params: dict[str, Any], dtype: str) -> None:
             backward(F.conv2d(x, w, b, stride=p["stride"], padding=p["pad"]))
         elif family == "max_pool2d":
             backward(F.max_pool2d(leaf(p["N"], p["C"], p["H"], p["W"]), p["k"], p["s"], p["p"]))
-        elif family == "model":  # one training step of tinydl.models' net, as `tinydl train` runs it
+        elif family == "model":  # training steps of tinydl.models' net, as `tinydl train` runs them
             from tinydl import models, optim
 
             net = getattr(models, p["model"])().to(device="meta", dtype=dt)

@@ -251,6 +251,12 @@ DZ_PASS_MIN_ELEMENTS = 1 << 62 if INTERPRET else 1 << 20
 DZ_PASS_MIN_K = 512
 
 
+def _epilogue_halves(block_n: int, act: int) -> bool:
+    """Finish a 256-wide output tile in two halves: sigmoid and up spill on sm_90 otherwise, while
+    none/relu/leaky_relu fit whole (see the forward kernel)."""
+    return block_n >= 256 and act >= ACTIVATIONS["sigmoid"]
+
+
 def _dz_pass(M: int, N: int, K: int, act: int) -> bool:
     return act != ACTIVATIONS["none"] and M * N >= DZ_PASS_MIN_ELEMENTS and K >= DZ_PASS_MIN_K
 
@@ -285,7 +291,7 @@ def linear_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, activat
         ACT=act, HAS_BIAS=b is not None, SAVE_Z=save_z,
         PRECISION=dot_input_precision(x.dtype), UPCAST=low_precision_dot_upcast(x.dtype),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group,
-        EPILOGUE_HALVES=bn >= 256 and act >= ACTIVATIONS["sigmoid"],  # none/relu/leaky_relu fit whole
+        EPILOGUE_HALVES=_epilogue_halves(bn, act),
         num_warps=warps, num_stages=stages,
     )
     return y, z
@@ -372,7 +378,7 @@ def _aot_specs():
                      "stride_wk": "i32", "stride_ym": "i32", "stride_yn": "i32", "alpha": "fp32"},
                     dict(ACT=act, HAS_BIAS=True, SAVE_Z=True, PRECISION=prec, UPCAST=False,
                          BLOCK_M=ta, BLOCK_N=tb, BLOCK_K=loop, GROUP_M=group,
-                         EPILOGUE_HALVES=tb >= 256 and act >= ACTIVATIONS["sigmoid"]),
+                         EPILOGUE_HALVES=_epilogue_halves(tb, act)),
                     cfg, archs)
                 add(linear_bwd_dx_kernel, f"linear_bwd_dx_kernel[{tag}]",
                     {"dy_ptr": p, "s_ptr": p, "w_ptr": p, "dx_ptr": p, "M": "i32", "N": "i32", "K": "i32",

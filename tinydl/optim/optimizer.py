@@ -37,6 +37,7 @@ from typing import Any, Iterable
 import torch
 
 from tinydl.autograd import Tensor
+from tinydl.kernels._common import cdiv
 from tinydl.ops._validate import check_device
 
 #: Every parameter starts 16-byte aligned in its bucket. The forward and backward kernels read the
@@ -56,7 +57,7 @@ class _Bucket:
         self.starts, self.ends = [], []
         pos = 0
         for p in params:
-            pos = -(-pos // align) * align
+            pos = cdiv(pos, align) * align
             self.starts.append(pos)
             pos += p.data.numel()
             self.ends.append(pos)
